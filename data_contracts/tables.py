@@ -1,0 +1,212 @@
+"""The warehouse tables of affectflow, column by column.
+
+Conventions stated once, here:
+- Landmarks `x_i`, `y_i` are image pixels (origin top-left, x right, y down), the 68-point
+  OpenFace / dlib / iBUG-300W scheme (0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 mouth).
+- Head pose follows OpenFace 2.x: translation `pose_T*` in millimetres in the camera frame
+  (x right, y down, z forward), rotation `pose_R*` in radians as Euler angles with
+  R = Rx·Ry·Rz (pitch, yaw, roll); a face looking straight at the camera is near (0, 0, 0).
+  MediaPipe's facial transformation matrix (centimetres, y up, z towards the viewer) and
+  py-feat's pose (degrees, pitch/roll/yaw) are converted into this convention by their extractors.
+- OpenFace Action Units: `AU*_r` is intensity on OpenFace's 0-5 scale, `AU*_c` is presence 0/1.
+  py-feat's AU outputs are per-AU probabilities of activation in 0-1; they are a different
+  quantity and live in their own `pf_AU*` columns rather than being renamed into OpenFace's.
+- Columns an extractor cannot fill are null, never zero. Rows with no face (`success` 0) have
+  every feature null.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from data_contracts.columns import Column, Table
+
+CONTRACT_VERSION = "1.0.0"
+
+MEDIAPIPE = "mediapipe"
+OPENFACE = "openface-csv"
+PYFEAT = "pyfeat"
+EXTRACTORS = (MEDIAPIPE, OPENFACE, PYFEAT)
+ALL = EXTRACTORS
+
+PI = math.pi
+OPENFACE_AUS_R = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
+OPENFACE_AUS_C = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)
+PYFEAT_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 17, 20, 23, 24, 25, 26, 28, 43)
+PYFEAT_EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+MEDIAPIPE_BLENDSHAPES = (
+    "_neutral browDownLeft browDownRight browInnerUp browOuterUpLeft browOuterUpRight cheekPuff "
+    "cheekSquintLeft cheekSquintRight eyeBlinkLeft eyeBlinkRight eyeLookDownLeft eyeLookDownRight "
+    "eyeLookInLeft eyeLookInRight eyeLookOutLeft eyeLookOutRight eyeLookUpLeft eyeLookUpRight "
+    "eyeSquintLeft eyeSquintRight eyeWideLeft eyeWideRight jawForward jawLeft jawOpen jawRight "
+    "mouthClose mouthDimpleLeft mouthDimpleRight mouthFrownLeft mouthFrownRight mouthFunnel "
+    "mouthLeft mouthLowerDownLeft mouthLowerDownRight mouthPressLeft mouthPressRight mouthPucker "
+    "mouthRight mouthRollLower mouthRollUpper mouthShrugLower mouthShrugUpper mouthSmileLeft "
+    "mouthSmileRight mouthStretchLeft mouthStretchRight mouthUpperUpLeft mouthUpperUpRight "
+    "noseSneerLeft noseSneerRight"
+).split()
+
+
+def blendshape_column(mediapipe_name: str) -> str:
+    """`mouthSmileLeft` -> `bs_mouth_smile_left` (SQL-friendly snake case)."""
+    return "bs_" + re.sub(r"(?<!^)(?=[A-Z])", "_", mediapipe_name.strip("_")).lower()
+
+
+def _series(prefix: str, n: int, **kw: object) -> list[Column]:
+    return [Column(f"{prefix}{i}", **kw) for i in range(n)]  # type: ignore[arg-type]
+
+
+def _feature(name: str, unit: str, by: tuple[str, ...], rng=None, allowed=None, group="", desc=""):
+    return Column(name, "float32", unit=unit, range=rng, allowed=allowed, extractors=by,
+                  feature=True, group=group, description=desc)
+
+
+def _frame_columns() -> list[Column]:
+    cols = [
+        Column("source_id", "string", nullable=False, extractors=ALL, group="key",
+               description="content hash of the source file (the Parquet partition)"),
+        Column("video_id", "string", nullable=False, extractors=ALL, group="key",
+               description="content hash of the media item; for an OpenFace CSV of images, one per image"),
+        Column("frame", "int32", nullable=False, range=(0, None), extractors=ALL, group="key",
+               description="0-based frame index in the item"),
+        Column("face_id", "int16", nullable=False, range=(0, None), extractors=ALL, group="key",
+               description="face track id, stable across frames"),
+        Column("timestamp", "float64", unit="s", nullable=False, range=(0, None), extractors=ALL,
+               group="key", description="presentation time from the decoder"),
+        Column("success", "int8", nullable=False, allowed=(0, 1), extractors=ALL, group="key",
+               description="1 when a face was found and tracked on this frame"),
+        Column("confidence", "float32", range=(0, 1), extractors=ALL, group="key",
+               description="extractor's confidence in the face on this frame"),
+    ]
+    box = (MEDIAPIPE, PYFEAT)
+    cols += [_feature(n, "px", box, group="face_box") for n in ("face_x", "face_y", "face_w", "face_h")]
+    cols.append(Column("face_score", "float32", range=(0, 1), extractors=(PYFEAT,), group="face_box",
+                       description="face detector score"))
+    gaze = [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"]
+    cols += [_feature(n, "unit vector", (OPENFACE,), (-1, 1), group="gaze") for n in gaze]
+    cols += [_feature(f"gaze_angle_{a}", "rad", (OPENFACE,), (-PI, PI), group="gaze") for a in "xy"]
+    for axis in ("x", "y"):
+        cols += [_feature(f"eye_lmk_{axis}_{i}", "px", (OPENFACE,), group="eye_landmarks") for i in range(56)]
+    for axis in ("X", "Y", "Z"):
+        cols += [_feature(f"eye_lmk_{axis}_{i}", "mm", (OPENFACE,), group="eye_landmarks_3d") for i in range(56)]
+    pose_by = (OPENFACE, MEDIAPIPE, PYFEAT)
+    cols += [_feature(f"pose_T{a}", "mm", (OPENFACE, MEDIAPIPE), group="pose") for a in "xyz"]
+    cols += [_feature(f"pose_R{a}", "rad", pose_by, (-PI, PI), group="pose") for a in "xyz"]
+    for axis in ("x", "y"):
+        cols += [_feature(f"{axis}_{i}", "px", ALL, group="landmarks") for i in range(68)]
+    for axis in ("X", "Y", "Z"):
+        cols += [_feature(f"{axis}_{i}", "mm", (OPENFACE,), group="landmarks_3d") for i in range(68)]
+    cols += [_feature(n, "", (OPENFACE,), group="shape_params")
+             for n in ("p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty")]
+    cols += [_feature(f"p_{i}", "", (OPENFACE,), group="shape_params") for i in range(34)]
+    cols += [_feature(f"AU{a:02d}_r", "intensity 0-5", (OPENFACE,), (0, 5), group="au_intensity")
+             for a in OPENFACE_AUS_R]
+    cols += [_feature(f"AU{a:02d}_c", "presence", (OPENFACE,), allowed=(0.0, 1.0), group="au_presence")
+             for a in OPENFACE_AUS_C]
+    cols += [_feature(blendshape_column(b), "score 0-1", (MEDIAPIPE,), (0, 1), group="blendshapes")
+             for b in MEDIAPIPE_BLENDSHAPES]
+    cols += [_feature(f"pf_AU{a:02d}", "probability", (PYFEAT,), (0, 1), group="pyfeat_au")
+             for a in PYFEAT_AUS]
+    cols += [_feature(f"emo_{e}", "probability", (PYFEAT,), (0, 1), group="emotion")
+             for e in PYFEAT_EMOTIONS]
+    return cols
+
+
+FRAMES = Table(
+    "frames",
+    tuple(_frame_columns()),
+    key=("video_id", "frame", "face_id"),
+    description="One row per frame and face: landmarks, pose, gaze, Action Units, emotion scores.",
+)
+
+VIDEOS = Table(
+    "videos",
+    (
+        Column("source_id", "string", nullable=False, description="content hash of the source file"),
+        Column("video_id", "string", nullable=False, description="content hash of the item"),
+        Column("path", "string", nullable=False, description="absolute path when extracted"),
+        Column("kind", "string", nullable=False, allowed=("video", "image", "openface-image", "openface-video")),
+        Column("n_frames", "int32", nullable=False, range=(0, None)),
+        Column("n_face_frames", "int32", nullable=False, range=(0, None)),
+        Column("face_rate", "float32", range=(0, 1)),
+        Column("width", "int32", unit="px"),
+        Column("height", "int32", unit="px"),
+        Column("fps", "float32", unit="1/s"),
+        Column("duration_s", "float64", unit="s"),
+        Column("bytes", "int64", unit="B"),
+        Column("extractor", "string", nullable=False, allowed=EXTRACTORS),
+        Column("extractor_version", "string", nullable=False),
+        Column("extractor_config", "string", nullable=False, description="JSON"),
+        Column("config_hash", "string", nullable=False),
+        Column("contract_version", "string", nullable=False),
+        Column("run_id", "string", nullable=False),
+        Column("extracted_at", "timestamp", nullable=False),
+    ),
+    key=("video_id",),
+    description="One row per media item that loaded.",
+)
+
+LABELS = Table(
+    "labels",
+    (
+        Column("video_id", "string", nullable=False),
+        Column("source_id", "string", nullable=False),
+        Column("emotion", "string", description="canonical emotion (see data_contracts/emotions.csv)"),
+        Column("stress", "int8", allowed=(0, 1)),
+        Column("valence", "float32", range=(0, 3)),
+        Column("arousal", "float32", range=(0, 3)),
+        Column("subject_id", "string"),
+        Column("label_source", "string", nullable=False,
+               allowed=("folder", "filename", "ravdess", "manifest", "none")),
+    ),
+    key=("video_id",),
+    description="Labels per item; stress and valence/arousal default from emotion.",
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    (
+        Column("item_id", "string", nullable=False, description="hash of the path"),
+        Column("path", "string", nullable=False),
+        Column("source_id", "string"),
+        Column("stage", "string", nullable=False, allowed=("discover", "label", "extract", "validate", "load")),
+        Column("reason", "string", nullable=False),
+        Column("copy_path", "string", description="copy of the bad file, when it could be read"),
+        Column("run_id", "string", nullable=False),
+        Column("quarantined_at", "timestamp", nullable=False),
+    ),
+    key=("item_id",),
+    description="Items that could not be loaded, with the reason; cleared when the item later loads.",
+)
+
+RUNS = Table(
+    "runs",
+    (
+        Column("run_id", "string", nullable=False),
+        Column("flow", "string", nullable=False),
+        Column("status", "string", nullable=False, allowed=("completed", "failed")),
+        Column("started_at", "timestamp", nullable=False),
+        Column("finished_at", "timestamp", nullable=False),
+        Column("params", "string", nullable=False, description="JSON"),
+        Column("extractor", "string"),
+        Column("items", "int32", nullable=False),
+        Column("loaded", "int32", nullable=False),
+        Column("skipped", "int32", nullable=False),
+        Column("quarantined", "int32", nullable=False),
+        Column("frames", "int64", nullable=False),
+        Column("face_rate", "float32"),
+        Column("frames_per_s", "float32"),
+    ),
+    key=("run_id",),
+    description="One row per build-features run.",
+)
+
+TABLES = {t.name: t for t in (FRAMES, VIDEOS, LABELS, QUARANTINE, RUNS)}
+
+
+def feature_columns(extractor: str) -> list[str]:
+    """The model input features an extractor fills, in contract order."""
+    if extractor not in EXTRACTORS:
+        raise ValueError(f"unknown extractor {extractor!r}; known: {', '.join(EXTRACTORS)}")
+    return [c.name for c in FRAMES.columns if c.feature and extractor in c.extractors]

@@ -1,0 +1,71 @@
+"""DuckDB over the Parquet tree: view DDL, read connections, and the catalog file.
+
+Readers never open the catalog file: `connect()` builds an in-memory DuckDB whose views point at
+the Parquet files, so no writer's file lock can block a query. The catalog file
+`warehouse.duckdb` holds the same views for people who open DuckDB directly
+(`duckdb -readonly .affectflow/warehouse.duckdb`); flows only touch it to refresh the views.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+
+from warehouse.layout import Warehouse
+
+VIEWS_DIR = Path(__file__).with_name("views")
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def table_view_sql(wh: Warehouse) -> list[str]:
+    """One `CREATE VIEW` per contract table over its Parquet files."""
+    return [
+        f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(wh.glob(name))})"
+        for name in wh.tables
+    ]
+
+
+def derived_view_sql() -> list[str]:
+    """Analyst views declared in `warehouse/views/*.sql`, applied in file-name order."""
+    return [p.read_text(encoding="utf-8") for p in sorted(VIEWS_DIR.glob("*.sql"))]
+
+
+def create_views(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+    for sql in table_view_sql(wh):
+        con.execute(sql)
+    for sql in derived_view_sql():
+        con.execute(sql)
+
+
+def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with every warehouse view; it holds no lock on any file."""
+    wh.init()
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"SET threads={int(threads)}")
+    create_views(con, wh)
+    return con
+
+
+def refresh_catalog(wh: Warehouse, attempts: int = 20, wait_s: float = 0.25) -> bool:
+    """Rewrite the views in the catalog file. Best effort: a reader that holds the file open
+    (e.g. a DuckDB shell) blocks the write lock, in which case the views already there stay
+    (they read the Parquet files, so they still see new data) and this returns False."""
+    wh.init()
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            with duckdb.connect(str(wh.catalog_path)) as con:
+                create_views(con, wh)
+            return True
+        except duckdb.IOException as exc:  # the file is locked by another process
+            last = exc
+            time.sleep(wait_s)
+    if last is not None and not wh.catalog_path.exists():
+        raise last
+    return False

@@ -1,0 +1,67 @@
+"""Where each table's Parquet files live under $AFFECTFLOW_HOME."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from data_contracts.columns import Table
+from data_contracts.registry import all_tables
+
+SEED_FILE = "_schema.parquet"
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.=-]{1,200}$")
+
+
+class Warehouse:
+    """The Parquet tree: `<home>/parquet/<table>/<key>.parquet`, plus one empty, schema-only
+    seed file per table so that views over an empty table still have their columns."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.root = self.home / "parquet"
+        self.tables: dict[str, Table] = all_tables()
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    def table(self, name: str) -> Table:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise KeyError(f"no table {name!r} in the contract; tables: {', '.join(self.tables)}") from None
+
+    def table_dir(self, name: str) -> Path:
+        return self.root / self.table(name).name
+
+    def file_for(self, name: str, key: str) -> Path:
+        if not _SAFE_KEY.match(key) or key.startswith("_"):
+            raise ValueError(f"unsafe file key {key!r} for table {name}")
+        return self.table_dir(name) / f"{key}.parquet"
+
+    def glob(self, name: str) -> str:
+        return str(self.table_dir(name) / "*.parquet")
+
+    def files(self, name: str) -> list[Path]:
+        return sorted(p for p in self.table_dir(name).glob("*.parquet") if p.name != SEED_FILE)
+
+    def init(self) -> Warehouse:
+        """Create the tree and (re)write each table's schema seed when the contract changed."""
+        for table in self.tables.values():
+            directory = self.table_dir(table.name)
+            directory.mkdir(parents=True, exist_ok=True)
+            seed = directory / SEED_FILE
+            fingerprint = table.fingerprint()
+            if seed.exists():
+                meta = pq.read_schema(seed).metadata or {}
+                if meta.get(b"affectflow.fingerprint", b"").decode() == fingerprint:
+                    continue
+            from warehouse.writer import write_atomic
+
+            schema = table.arrow_schema().with_metadata(
+                {"affectflow.table": table.name, "affectflow.fingerprint": fingerprint}
+            )
+            write_atomic(seed, schema.empty_table())
+        return self

@@ -1,0 +1,115 @@
+"""Atomic Parquet writes: write a temporary file beside the target, fsync, rename.
+
+A rename within one directory is atomic on POSIX, so readers see the old file or the new one,
+never half of either. Temporary files start with `.` so the `*.parquet` globs never match them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_contracts.columns import Table
+
+COMPRESSION = "zstd"
+ROW_GROUP_ROWS = 16_384
+
+
+def _tmp_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _fsync_and_rename(tmp: Path, target: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+def write_atomic(target: Path, table: pa.Table) -> Path:
+    """Write one Arrow table to `target` atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(target)
+    try:
+        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+        _fsync_and_rename(tmp, target)
+    finally:
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+    return target
+
+
+class PartitionWriter:
+    """Stream record batches into one Parquet file that appears only on `commit()`.
+
+    Memory stays bounded by one row group; an exception (or a kill) leaves only a hidden
+    temporary file, which `sweep_temporary` removes on the next run.
+    """
+
+    def __init__(self, target: Path, schema: pa.Schema):
+        self.target = target
+        self.schema = schema
+        self.rows = 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _tmp_path(target)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self._tmp, schema, compression=COMPRESSION
+        )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            raise RuntimeError(f"writer for {self.target} is closed")
+        if batch.num_rows:
+            self._writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+            self.rows += batch.num_rows
+
+    def commit(self) -> Path:
+        if self._writer is None:
+            raise RuntimeError(f"writer for {self.target} is closed")
+        self._writer.close()
+        self._writer = None
+        _fsync_and_rename(self._tmp, self.target)
+        return self.target
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        with suppress(FileNotFoundError):
+            self._tmp.unlink()
+
+    def __enter__(self) -> PartitionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._writer is not None:
+            self.abort()
+
+
+def rows_to_table(table: Table, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build an Arrow table in the contract's schema from dict rows (absent keys are null)."""
+    rows = list(rows)
+    unknown = {k for r in rows for k in r} - set(table.names)
+    if unknown:
+        raise ValueError(f"table {table.name}: columns not in the contract: {sorted(unknown)}")
+    columns = {c.name: pa.array([r.get(c.name) for r in rows], type=c.arrow_type) for c in table.columns}
+    return pa.Table.from_pydict(columns, schema=table.arrow_schema())
+
+
+def sweep_temporary(directory: Path) -> int:
+    """Remove temporary files left by a killed writer. Returns how many were removed."""
+    removed = 0
+    for tmp in directory.glob(".*.tmp"):
+        with suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
