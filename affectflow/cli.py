@@ -1,0 +1,52 @@
+"""The `affectflow` command line. Each subcommand lives in `affectflow/commands/<name>.py` and
+exposes `register(subparsers)`; the handler returns the process exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = ("build_features", "query", "serve", "demo", "warehouse", "resplit", "splits", "train", "runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="affectflow",
+        description="Face videos and images -> validated affect features in a DuckDB/Parquet "
+        "warehouse, stratified splits, and multitask models, as Prefect flows.",
+        epilog="Settings come from AFFECTFLOW_* environment variables; see README.md.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"affectflow.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"affectflow.commands.{name}":
+                continue  # a command not installed in this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers over tasks that add parameters, ordering, retries, artifacts."""

@@ -1,0 +1,1 @@
+"""Pure torch: encoders, heads, losses, loss weighting. No I/O, no Prefect."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: discover, label, extract, validate, load, split, train. No Prefect here."""

@@ -1,0 +1,131 @@
+"""The one interface every extractor implements, and the batch builder they share.
+
+An extractor turns one media item into Arrow record batches in the `frames` contract schema,
+streaming: it holds at most one batch of rows, so memory does not grow with video length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from data_contracts import FRAMES
+from tasks.media import MediaItem
+
+BATCH_ROWS = 2048
+_KEYS = ("source_id", "video_id", "frame", "face_id", "timestamp", "success", "confidence")
+_FEATURES = [c for c in FRAMES.columns if c.name not in _KEYS]
+
+
+@dataclass
+class ItemMeta:
+    """What an extractor learns about an item while reading it (filled in as it goes)."""
+
+    kind: str = "video"  # "video" | "image" | "openface-image" | "openface-video"
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    fps: float | None = None
+    max_frames: int | None = None
+    min_confidence: float = 0.7
+
+
+class Extractor(ABC):
+    """Base class: a name, a version, a config that changes the output, and `extract`."""
+
+    name: str = ""
+    kinds: tuple[str, ...] = ()  # MediaItem kinds it reads
+
+    @property
+    @abstractmethod
+    def version(self) -> str: ...
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes this extractor's output (recorded, and part of cache keys)."""
+        return {}
+
+    def config_hash(self, options: ExtractOptions) -> str:
+        payload = {"extractor": self.name, "version": self.version, "config": self.config(),
+                   "fps": options.fps, "max_frames": options.max_frames,
+                   "min_confidence": options.min_confidence}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def check_ready(self) -> None:
+        """Raise `SetupError` before any work when the extractor cannot run (e.g. no weights)."""
+
+    @abstractmethod
+    def extract(
+        self, item: MediaItem, source_id: str, options: ExtractOptions, meta: ItemMeta
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield record batches in `FRAMES.arrow_schema()`; raise `ItemError` for bad input."""
+
+    def close(self) -> None:
+        """Release models and threads."""
+
+
+class FrameBatchBuilder:
+    """Collects per-frame rows column-wise and emits contract-schema record batches.
+
+    Rows with `success` 0 get every feature null whatever was passed: extractors (OpenFace in
+    particular) leave garbage there. Columns never set are null, never zero.
+    """
+
+    def __init__(self, source_id: str, batch_rows: int = BATCH_ROWS):
+        self.source_id = source_id
+        self.batch_rows = batch_rows
+        self.schema = FRAMES.arrow_schema()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._keys: dict[str, list[Any]] = {k: [] for k in _KEYS if k != "source_id"}
+        self._values: dict[str, np.ndarray] = {}
+        self.n = 0
+
+    def add(self, video_id: str, frame: int, face_id: int, timestamp: float, success: bool,
+            confidence: float | None, features: Mapping[str, float] | None = None) -> None:
+        row = self.n
+        for key, value in (("video_id", video_id), ("frame", frame), ("face_id", face_id),
+                           ("timestamp", timestamp), ("success", 1 if success else 0),
+                           ("confidence", confidence)):
+            self._keys[key].append(value)
+        if success and features:
+            for name, value in features.items():
+                column = self._values.get(name)
+                if column is None:
+                    if name not in FRAMES.by_name:
+                        raise KeyError(f"extractor produced column {name!r} that the contract lacks")
+                    column = self._values[name] = np.full(self.batch_rows, np.nan, dtype=np.float32)
+                column[row] = np.nan if value is None else value
+        self.n += 1
+
+    def full(self) -> bool:
+        return self.n >= self.batch_rows
+
+    def flush(self) -> pa.RecordBatch | None:
+        if self.n == 0:
+            return None
+        n = self.n
+        arrays: list[pa.Array] = [pa.array([self.source_id] * n, pa.string())]
+        for key in _KEYS[1:]:
+            arrays.append(pa.array(self._keys[key], type=FRAMES.by_name[key].arrow_type))
+        for col in _FEATURES:
+            values = self._values.get(col.name)
+            if values is None:
+                arrays.append(pa.nulls(n, col.arrow_type))
+            else:
+                values = values[:n]
+                arrays.append(pa.array(values, type=col.arrow_type, mask=np.isnan(values)))
+        self._reset()
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
