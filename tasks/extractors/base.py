@@ -64,6 +64,7 @@ class Extractor(ABC):
 
     def check_ready(self) -> None:
         """Raise `SetupError` before any work when the extractor cannot run (e.g. no weights)."""
+        return None
 
     @abstractmethod
     def extract(
@@ -73,6 +74,7 @@ class Extractor(ABC):
 
     def close(self) -> None:
         """Release models and threads."""
+        return None
 
 
 class FrameBatchBuilder:
@@ -117,15 +119,29 @@ class FrameBatchBuilder:
         if self.n == 0:
             return None
         n = self.n
-        arrays: list[pa.Array] = [pa.array([self.source_id] * n, pa.string())]
-        for key in _KEYS[1:]:
-            arrays.append(pa.array(self._keys[key], type=FRAMES.by_name[key].arrow_type))
-        for col in _FEATURES:
-            values = self._values.get(col.name)
-            if values is None:
-                arrays.append(pa.nulls(n, col.arrow_type))
-            else:
-                values = values[:n]
-                arrays.append(pa.array(values, type=col.arrow_type, mask=np.isnan(values)))
+        features = {name: values[:n] for name, values in self._values.items()}
+        batch = frames_batch(self.source_id, self._keys, features)
         self._reset()
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return batch
+
+
+def frames_batch(source_id: str, keys: Mapping[str, Any], features: Mapping[str, np.ndarray]) -> pa.RecordBatch:
+    """A `frames` record batch from key columns and float feature arrays (NaN = null).
+
+    Every feature is nulled on rows whose `success` is 0; columns not given are all null.
+    """
+    success = np.asarray(keys["success"], dtype=np.int8)
+    n = len(success)
+    failed = success == 0
+    arrays: list[pa.Array] = [pa.array([source_id] * n, pa.string())]
+    for key in _KEYS[1:]:
+        arrays.append(pa.array(np.asarray(keys[key]) if key != "confidence" else keys[key],
+                               type=FRAMES.by_name[key].arrow_type, from_pandas=True))
+    for col in _FEATURES:
+        values = features.get(col.name)
+        if values is None:
+            arrays.append(pa.nulls(n, col.arrow_type))
+            continue
+        values = np.asarray(values, dtype=np.float32)
+        arrays.append(pa.array(values, type=col.arrow_type, mask=np.isnan(values) | failed))
+    return pa.RecordBatch.from_arrays(arrays, schema=FRAMES.arrow_schema())

