@@ -1,0 +1,61 @@
+"""`affectflow build-features SOURCE`: run the build-features flow here, without a server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from affectflow.commands._common import fail, parameter_error
+from tasks.errors import SetupError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "build-features", help="extract per-frame features from media into the warehouse",
+        description="Extract per-frame features (landmarks, pose, gaze, AUs, emotions) from a file, "
+        "folder or glob of videos/images/OpenFace CSVs, validate them and load them into the "
+        "warehouse. Items already loaded with the same settings are skipped.")
+    p.add_argument("source", help="file, folder (recursive) or glob")
+    p.add_argument("--labels", help="CSV manifest: path, emotion, subject_id, valence, arousal, stress")
+    p.add_argument("--extractor", default=None, help="auto | mediapipe | openface-csv (default: $AFFECTFLOW_EXTRACTOR or auto)")
+    p.add_argument("--fps", type=float, help="keep at most this many frames per second")
+    p.add_argument("--max-frames", type=int, help="stop each video after this many frames")
+    p.add_argument("--min-confidence", type=float, default=None, help="OpenFace confidence threshold (default 0.7)")
+    p.add_argument("--num-faces", type=int, default=1, help="faces per frame (MediaPipe)")
+    p.add_argument("--workers", type=int, default=2, help="items extracted at once")
+    p.add_argument("--force", action="store_true", help="re-extract items already loaded")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectflow.settings import load_settings
+    from flows.build_features import build_features
+
+    settings = load_settings()
+    params = {"source": args.source, "labels": args.labels, "extractor": args.extractor or settings.extractor,
+              "fps": args.fps, "max_frames": args.max_frames,
+              "min_confidence": settings.min_confidence if args.min_confidence is None else args.min_confidence,
+              "num_faces": args.num_faces, "workers": args.workers, "force": args.force}
+    try:
+        summary = build_features(**params)
+    except (SetupError, ValueError, OSError) as exc:
+        return fail(parameter_error(exc) or str(exc))
+    except Exception as exc:
+        message = parameter_error(exc)
+        if message:
+            return fail(f"bad parameters: {message}")
+        raise
+    print_summary(summary, as_json=args.json)
+    return 0
+
+
+def print_summary(summary: dict, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"build-features ({summary['extractor']}): {summary['items']} items — {summary['loaded']} loaded, "
+          f"{summary['skipped']} already loaded, {summary['quarantined']} quarantined; "
+          f"{summary['frames']} frames, face rate {summary['face_rate']}, {summary['frames_per_s']} frames/s")
+    for reason, count in summary.get("quarantine_reasons", {}).items():
+        print(f"  quarantined {count}: {reason}")

@@ -1,0 +1,37 @@
+"""`affectflow warehouse info|rebuild`: inspect the warehouse, or rebuild its DuckDB catalog."""
+
+from __future__ import annotations
+
+import argparse
+
+from affectflow.commands._common import fail
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "warehouse", help="show where the warehouse is and what it holds; rebuild its catalog",
+        description="`info` lists each table with its row count and files; `rebuild` rewrites the "
+        "DuckDB catalog file (views over the Parquet files) from the contract — any machine can "
+        "rebuild it from the Parquet alone.")
+    p.add_argument("action", choices=("info", "rebuild"))
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectflow.settings import load_settings
+    from warehouse import Warehouse
+    from warehouse.catalog import connect, refresh_catalog
+
+    wh = Warehouse(load_settings().home).init()
+    if args.action == "rebuild":
+        if not refresh_catalog(wh):
+            return fail(f"{wh.catalog_path} is open in another process; close it and retry", 1)
+        print(f"rebuilt {wh.catalog_path} ({len(wh.tables)} table views)")
+        return 0
+    con = connect(wh)
+    print(f"AFFECTFLOW_HOME  {wh.home}\ncatalog          {wh.catalog_path}\nparquet          {wh.root}\n")
+    print(f"{'table':<16}{'rows':>12}{'files':>8}")
+    for name in wh.tables:
+        rows = con.execute(f"select count(*) from {name}").fetchone()[0]
+        print(f"{name:<16}{rows:>12}{len(wh.files(name)):>8}")
+    return 0
