@@ -38,7 +38,7 @@ stop:
 	scripts/services.sh stop
 
 test: install
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	env -u PREFECT_API_URL -u PREFECT_UI_URL $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check flows tasks models warehouse data_contracts affectflow tests benchmarks

@@ -8,7 +8,7 @@ from great_expectations.core import ExpectationSuite
 from data_contracts.columns import Table
 
 
-def _expectations(table: Table) -> list:
+def expectations(table: Table) -> list:
     out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=table.names)]
     for c in table.columns:
         if not c.nullable:
@@ -24,6 +24,6 @@ def _expectations(table: Table) -> list:
 def build_suite(table: Table) -> ExpectationSuite:
     """One expectation per declared rule: columns in order, not-null, allowed values, ranges."""
     suite = ExpectationSuite(name=f"affectflow.{table.name}")
-    for expectation in _expectations(table):
+    for expectation in expectations(table):
         suite.add_expectation(expectation)
     return suite

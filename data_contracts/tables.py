@@ -11,6 +11,9 @@ Conventions stated once, here:
 - OpenFace Action Units: `AU*_r` is intensity on OpenFace's 0-5 scale, `AU*_c` is presence 0/1.
   py-feat's AU outputs are per-AU probabilities of activation in 0-1; they are a different
   quantity and live in their own `pf_AU*` columns rather than being renamed into OpenFace's.
+- SQL names are case-insensitive, so OpenFace's 3D landmarks `X_i, Y_i, Z_i` (which would clash
+  with the 2D `x_i, y_i`) are `X3d_i, Y3d_i, Z3d_i` here, and `eye_lmk_X_i` is `eye_lmk_X3d_i`;
+  `openface_name()` maps an OpenFace CSV header to the contract's name.
 - Columns an extractor cannot fill are null, never zero. Rows with no face (`success` 0) have
   every feature null.
 """
@@ -35,17 +38,7 @@ OPENFACE_AUS_R = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
 OPENFACE_AUS_C = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)
 PYFEAT_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 17, 20, 23, 24, 25, 26, 28, 43)
 PYFEAT_EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
-MEDIAPIPE_BLENDSHAPES = (
-    "_neutral browDownLeft browDownRight browInnerUp browOuterUpLeft browOuterUpRight cheekPuff "
-    "cheekSquintLeft cheekSquintRight eyeBlinkLeft eyeBlinkRight eyeLookDownLeft eyeLookDownRight "
-    "eyeLookInLeft eyeLookInRight eyeLookOutLeft eyeLookOutRight eyeLookUpLeft eyeLookUpRight "
-    "eyeSquintLeft eyeSquintRight eyeWideLeft eyeWideRight jawForward jawLeft jawOpen jawRight "
-    "mouthClose mouthDimpleLeft mouthDimpleRight mouthFrownLeft mouthFrownRight mouthFunnel "
-    "mouthLeft mouthLowerDownLeft mouthLowerDownRight mouthPressLeft mouthPressRight mouthPucker "
-    "mouthRight mouthRollLower mouthRollUpper mouthShrugLower mouthShrugUpper mouthSmileLeft "
-    "mouthSmileRight mouthStretchLeft mouthStretchRight mouthUpperUpLeft mouthUpperUpRight "
-    "noseSneerLeft noseSneerRight"
-).split()
+MEDIAPIPE_BLENDSHAPES = ["_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight"]
 
 
 def blendshape_column(mediapipe_name: str) -> str:
@@ -89,14 +82,14 @@ def _frame_columns() -> list[Column]:
     for axis in ("x", "y"):
         cols += [_feature(f"eye_lmk_{axis}_{i}", "px", (OPENFACE,), group="eye_landmarks") for i in range(56)]
     for axis in ("X", "Y", "Z"):
-        cols += [_feature(f"eye_lmk_{axis}_{i}", "mm", (OPENFACE,), group="eye_landmarks_3d") for i in range(56)]
+        cols += [_feature(f"eye_lmk_{axis}3d_{i}", "mm", (OPENFACE,), group="eye_landmarks_3d") for i in range(56)]
     pose_by = (OPENFACE, MEDIAPIPE, PYFEAT)
     cols += [_feature(f"pose_T{a}", "mm", (OPENFACE, MEDIAPIPE), group="pose") for a in "xyz"]
     cols += [_feature(f"pose_R{a}", "rad", pose_by, (-PI, PI), group="pose") for a in "xyz"]
     for axis in ("x", "y"):
         cols += [_feature(f"{axis}_{i}", "px", ALL, group="landmarks") for i in range(68)]
     for axis in ("X", "Y", "Z"):
-        cols += [_feature(f"{axis}_{i}", "mm", (OPENFACE,), group="landmarks_3d") for i in range(68)]
+        cols += [_feature(f"{axis}3d_{i}", "mm", (OPENFACE,), group="landmarks_3d") for i in range(68)]
     cols += [_feature(n, "", (OPENFACE,), group="shape_params")
              for n in ("p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty")]
     cols += [_feature(f"p_{i}", "", (OPENFACE,), group="shape_params") for i in range(34)]
@@ -203,6 +196,15 @@ RUNS = Table(
 )
 
 TABLES = {t.name: t for t in (FRAMES, VIDEOS, LABELS, QUARANTINE, RUNS)}
+
+
+_OPENFACE_3D = re.compile(r"^(eye_lmk_)?([XYZ])_(\d+)$")
+
+
+def openface_name(header: str) -> str:
+    """The contract column for an OpenFace CSV header (`X_5` -> `X3d_5`, others unchanged)."""
+    match = _OPENFACE_3D.match(header)
+    return f"{match.group(1) or ''}{match.group(2)}3d_{match.group(3)}" if match else header
 
 
 def feature_columns(extractor: str) -> list[str]:

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data_contracts import FRAMES
-from data_contracts.tables import OPENFACE
+from data_contracts.tables import OPENFACE, openface_name
 from tasks.errors import ItemError
 from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta, frames_batch
 from tasks.media import MediaItem
@@ -38,7 +38,7 @@ def _header(item: MediaItem) -> list[str]:
         raise ItemError("extract", "not a text CSV (bytes that are not UTF-8)") from None
     except OSError as exc:
         raise ItemError("extract", f"cannot read file: {exc.strerror or exc}") from None
-    columns = [c.strip() for c in first.strip().split(",")]
+    columns = [openface_name(c.strip()) for c in first.strip().split(",")]
     if not first.strip():
         raise ItemError("extract", "empty CSV (no header line)")
     return columns
@@ -109,7 +109,7 @@ class OpenFaceCsvExtractor(Extractor):
                              on_bad_lines="error")
         try:
             for raw in reader:
-                raw.columns = [c.strip() for c in raw.columns]
+                raw.columns = [openface_name(c.strip()) for c in raw.columns]
                 chunk = _numeric(raw, start)
                 if chunk[list(REQUIRED)].isna().any().any():
                     raise ItemError("extract", f"empty key value (frame/face_id/timestamp/confidence/success) near line {start + 2}")

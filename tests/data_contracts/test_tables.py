@@ -1,0 +1,101 @@
+"""The contract: one declaration generating Arrow, DuckDB and Great Expectations artefacts."""
+
+import math
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from data_contracts import FRAMES, LABELS, VIDEOS, feature_columns, load_emotion_map
+from data_contracts.tables import openface_name
+from data_contracts.gx_suite import expectations
+from tasks.errors import ItemError
+from tasks.extractors.base import frames_batch
+from tasks.validate import validate_batch
+
+
+def test_frames_has_openface_full_output_columns(shared_dir):
+    header = (shared_dir / "fixtures/openface/full/single_face.csv").read_text().splitlines()[0]
+    openface = [c.strip() for c in header.split(",")]
+    assert len(openface) == 714
+    assert {openface_name(c) for c in openface} <= set(FRAMES.names)
+    assert openface_name("X_3") == "X3d_3" and openface_name("eye_lmk_Z_55") == "eye_lmk_Z3d_55"
+    assert openface_name("x_3") == "x_3"
+
+
+def test_column_names_are_unique_for_sql():
+    lowered = [n.lower() for n in FRAMES.names]
+    assert len(lowered) == len(set(lowered))
+
+
+def test_arrow_schema_and_duckdb_ddl_agree():
+    schema = FRAMES.arrow_schema()
+    con = duckdb.connect()
+    con.execute(f"create table frames ({FRAMES.duckdb_columns_sql()})")
+    con.register("batch", schema.empty_table())
+    con.execute("insert into frames select * from batch")  # same columns, same order, castable
+    described = con.execute("describe frames").fetchall()
+    assert [row[0] for row in described] == schema.names
+    assert {row[0]: row[1] for row in described}["success"] == "TINYINT"
+
+
+def test_feature_columns_per_extractor():
+    of = feature_columns("openface-csv")
+    mp = feature_columns("mediapipe")
+    assert "AU12_r" in of and "AU12_r" not in mp
+    assert "bs_mouth_smile_left" in mp and "x_67" in mp and "x_67" in of
+    with pytest.raises(ValueError, match="unknown extractor"):
+        feature_columns("dlib")
+
+
+def test_suite_has_a_rule_per_declaration():
+    kinds = [type(e).__name__ for e in expectations(VIDEOS)]
+    not_null = sum(1 for c in VIDEOS.columns if not c.nullable)
+    assert sum("NotBeNull" in k for k in kinds) == not_null
+
+
+def _batch(**features):
+    keys = {"video_id": ["v"], "frame": [0], "face_id": [0], "timestamp": [0.0], "success": [1],
+            "confidence": [0.9]}
+    return frames_batch("s", keys, {k: [v] for k, v in features.items()})
+
+
+def test_valid_batch_passes():
+    validate_batch(FRAMES, _batch(AU12_r=2.5, x_0=10.0, pose_Rx=0.1))
+
+
+@pytest.mark.parametrize(
+    "features, rule",
+    [({"AU12_r": 7.0}, "AU12_r: be_between"), ({"pose_Rx": 4.0}, "pose_Rx: be_between"),
+     ({"AU12_c": 0.5}, "AU12_c: be_in_set"), ({"x_0": math.inf}, "x_0: infinite")],
+)
+def test_rule_violations_fail_with_the_rule_named(features, rule):
+    with pytest.raises(ItemError, match=rule):
+        validate_batch(FRAMES, _batch(**features))
+
+
+def test_wrong_columns_fail():
+    table = pa.Table.from_batches([_batch()]).drop_columns(["x_0"])
+    with pytest.raises(ItemError, match="columns differ"):
+        validate_batch(FRAMES, table)
+
+
+def test_label_rules_from_the_contract():
+    good = pa.table({"video_id": ["v"], "source_id": ["s"], "emotion": ["angry"], "stress": pa.array([1], pa.int8()),
+                     "valence": pa.array([1.0], pa.float32()), "arousal": pa.array([2.0], pa.float32()),
+                     "subject_id": [None], "label_source": ["folder"]}, schema=LABELS.arrow_schema())
+    validate_batch(LABELS, good)
+    bad = good.set_column(3, "stress", pa.array([2], pa.int8()))
+    with pytest.raises(ItemError, match="stress: be_in_set"):
+        validate_batch(LABELS, bad)
+
+
+def test_emotion_map_aliases_and_research_defaults():
+    emotions = load_emotion_map()
+    assert emotions.canonical("Anger") == "angry" == emotions.canonical("ANGRY")
+    assert emotions.canonical("happiness") == "happy"
+    assert emotions.canonical("deboche") == "mockery"
+    assert emotions.canonical("bored") is None
+    assert (emotions.defaults("angry").stress, emotions.defaults("angry").valence, emotions.defaults("angry").arousal) == (1, 1.0, 2.0)
+    assert (emotions.defaults("neutral").stress, emotions.defaults("neutral").valence) == (0, 1.5)
+    assert emotions.defaults("fear").stress is None

@@ -1,0 +1,75 @@
+"""Importing real OpenFace 2.x output."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from tasks.errors import ItemError
+from tasks.extractors.base import ExtractOptions, ItemMeta
+from tasks.extractors.openface_csv import OpenFaceCsvExtractor
+from tasks.media import MediaItem
+
+
+def _extract(path, **options):
+    meta = ItemMeta()
+    batches = list(OpenFaceCsvExtractor().extract(MediaItem(path, "csv"), "src", ExtractOptions(**options), meta))
+    return pa.Table.from_batches(batches), meta
+
+
+def test_wolfgang_gives_472_frames(shared_dir):
+    table, meta = _extract(shared_dir / "fixtures/openface/mode_A/WolfgangLanger_Pexels.csv")
+    assert table.num_rows == 472 and meta.kind == "openface-video"
+    assert table["frame"].to_pylist()[:3] == [0, 1, 2]  # OpenFace's 1-based frames made 0-based
+    assert pc.min(table["AU12_r"]).as_py() >= 0
+    assert table["bs_jaw_open"].null_count == 472  # not filled by OpenFace: null, never zero
+
+
+def test_no_face_rows_are_blanked(shared_dir):
+    table, _ = _extract(shared_dir / "fixtures/openface/mode_A/no_face.csv")
+    assert table.num_rows == 95
+    assert pc.sum(table["success"]).as_py() == 0
+    for column in ("x_0", "AU12_r", "pose_Rx", "gaze_angle_x"):
+        assert table[column].null_count == 95
+
+
+def test_low_confidence_rows_are_blanked(shared_dir):
+    path = shared_dir / "fixtures/openface/mode_A/WolfgangLanger_Pexels.csv"
+    strict, _ = _extract(path, min_confidence=0.98)
+    lenient, _ = _extract(path, min_confidence=0.0)
+    assert strict["x_0"].null_count > lenient["x_0"].null_count
+
+
+def test_full_output_maps_3d_columns(shared_dir):
+    table, _ = _extract(shared_dir / "fixtures/openface/full/single_face.csv")
+    assert table["Z3d_30"].null_count == 0 and table["p_33"].null_count == 0
+
+
+def test_image_csv_gives_one_item_per_row(shared_dir):
+    table, meta = _extract(shared_dir / "data/openface-labelled/anger.csv")
+    assert meta.kind == "openface-image"
+    assert table.num_rows == 48 and len(set(table["video_id"].to_pylist())) == 48
+
+
+def _write(tmp_path, header, rows):
+    path = tmp_path / "bad.csv"
+    path.write_text(",".join(header) + "\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "header, reason",
+    [(["frame", "face_id", "timestamp", "success", "AU01_r"], "missing required columns \\['confidence'\\]"),
+     (["frame", "face_id", "timestamp", "confidence", "success", "AU1_intensity"], "renamed\\?.*AU1_intensity"),
+     (["frame", "face_id", "timestamp", "confidence", "success"], "no feature columns")],
+)
+def test_wrong_columns_are_refused(tmp_path, header, reason):
+    path = _write(tmp_path, header, [["1"] * len(header)])
+    with pytest.raises(ItemError, match=reason):
+        _extract(path)
+
+
+def test_garbled_values_are_refused_with_line(tmp_path):
+    header = ["frame", "face_id", "timestamp", "confidence", "success", "AU01_r"]
+    path = _write(tmp_path, header, [["1", "0", "0.0", "0.9", "1", "1.5"], ["2", "0", "0.04", "0.9", "1", "abc"]])
+    with pytest.raises(ItemError, match="non-numeric value 'abc' in column 'AU01_r' at line 3"):
+        _extract(path)

@@ -1,0 +1,94 @@
+"""Discovery and OpenCV decoding on real sample media, and the errors bad files get."""
+
+import os
+import shutil
+
+import pytest
+
+from tasks.errors import ItemError, SetupError
+from tasks.media import MediaItem, content_hash, discover_media, iter_frames, probe
+
+
+def test_discover_folder_recursive_and_glob(tmp_path, feat_data):
+    (tmp_path / "Angry" / "deep").mkdir(parents=True)
+    shutil.copy(feat_data / "single_face.mp4", tmp_path / "Angry" / "deep" / "a.mp4")
+    shutil.copy(feat_data / "single_face.jpg", tmp_path / "b.jpg")
+    (tmp_path / "notes.txt").write_text("not media")
+    items = discover_media(str(tmp_path), ("video", "image"))
+    assert [(i.path.name, i.kind) for i in items] == [("b.jpg", "image"), ("a.mp4", "video")]
+    assert [i.path.name for i in discover_media(str(tmp_path / "**" / "*.mp4"), ("video",))] == ["a.mp4"]
+
+
+def test_symlink_loop_is_walked_once(tmp_path, feat_data):
+    shutil.copy(feat_data / "single_face.jpg", tmp_path / "x.jpg")
+    os.symlink(tmp_path, tmp_path / "loop")
+    assert len(discover_media(str(tmp_path), ("image",))) == 1
+
+
+def test_empty_folder_and_missing_source_are_setup_errors(tmp_path):
+    with pytest.raises(SetupError, match="no media found in folder"):
+        discover_media(str(tmp_path), ("video",))
+    with pytest.raises(SetupError, match="source not found"):
+        discover_media(str(tmp_path / "nope"), ("video",))
+
+
+def test_decoder_timestamps_match_openface(feat_data, shared_dir):
+    frames = list(iter_frames(MediaItem(feat_data / "WolfgangLanger_Pexels.mp4", "video")))
+    assert len(frames) == 472
+    openface = (shared_dir / "fixtures/openface/mode_A/WolfgangLanger_Pexels.csv").read_text().splitlines()
+    of_last = float(openface[-1].split(",")[2])
+    assert frames[-1].timestamp == pytest.approx(of_last, abs=0.002)
+    assert frames[0].rgb.shape == (360, 640, 3)
+
+
+def test_fps_and_max_frames_sampling(feat_data):
+    item = MediaItem(feat_data / "WolfgangLanger_Pexels.mp4", "video")
+    sampled = list(iter_frames(item, fps=5))
+    assert 95 <= len(sampled) <= 100
+    gaps = [b.timestamp - a.timestamp for a, b in zip(sampled, sampled[1:], strict=False)]
+    assert min(gaps) >= 0.16
+    assert len(list(iter_frames(item, max_frames=7))) == 7
+
+
+def test_image_is_one_frame(feat_data):
+    item = MediaItem(feat_data / "multi_face.jpg", "image")
+    (frame,) = iter_frames(item)
+    assert frame.timestamp == 0.0 and probe(item).fps is None
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [("zero.mp4", b"", "empty file"), ("text.mp4", b"just some text\n" * 50, "cannot open video"),
+     ("noise.jpg", os.urandom(3000), "cannot decode image")],
+)
+def test_bad_files_raise_item_errors(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    item = MediaItem(path, "video" if name.endswith(".mp4") else "image")
+    with pytest.raises(ItemError, match=reason):
+        content_hash(path)
+        list(iter_frames(item))
+
+
+def test_truncated_mp4(tmp_path, feat_data):
+    data = (feat_data / "single_face.mp4").read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ItemError, match="cannot open video|no frame could be decoded"):
+        list(iter_frames(MediaItem(path, "video")))
+
+
+def test_dangling_link_is_unreadable(tmp_path):
+    link = tmp_path / "gone.mp4"
+    os.symlink(tmp_path / "missing.mp4", link)
+    with pytest.raises(ItemError, match="cannot read file"):
+        content_hash(link)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_permission_denied(tmp_path, feat_data):
+    path = tmp_path / "locked.mp4"
+    shutil.copy(feat_data / "single_face.mp4", path)
+    path.chmod(0)
+    with pytest.raises(ItemError, match="permission denied"):
+        content_hash(path)
