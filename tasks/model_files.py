@@ -10,7 +10,9 @@ download fails, the run stops at once with one line naming the file, the URL and
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,6 +23,7 @@ from typing import BinaryIO
 from tasks.errors import SetupError
 
 DOWNLOAD_TIMEOUT_S = 60
+BUNDLED_DIR = Path(str(importlib.resources.files("affectflow"))) / "resources" / "models"
 _CHUNK = 1 << 20
 
 
@@ -32,6 +35,7 @@ class ModelFile:
     sha256: str
     size: int
     licence: str
+    bundled: str | None = None  # file name under affectflow/resources/models, when shipped
 
 
 MODEL_FILES: dict[str, ModelFile] = {
@@ -42,6 +46,7 @@ MODEL_FILES: dict[str, ModelFile] = {
         sha256="64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
         size=3_758_596,
         licence="Apache-2.0",
+        bundled="face_landmarker.task",
     ),
 }
 
@@ -58,10 +63,27 @@ def ensure_model_file(name: str, models_dir: Path, offline: bool) -> Path:
     if path.is_file():
         _verify(spec, path)
         return path
+    if _copy_bundled(spec, path):
+        return path
     if offline:
         raise SetupError(f"{_missing(spec, models_dir)} (offline: AFFECTFLOW_OFFLINE is set)")
     _download(spec, path)
     return path
+
+
+def _copy_bundled(spec: ModelFile, path: Path) -> bool:
+    """Install the copy shipped inside the package (checked like a download), if there is one."""
+    if spec.bundled is None:
+        return False
+    source = BUNDLED_DIR / spec.bundled
+    if not source.is_file():
+        return False
+    _verify(spec, source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.bundled.part")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+    return True
 
 
 def _missing(spec: ModelFile, models_dir: Path) -> str:

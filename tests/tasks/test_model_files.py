@@ -43,7 +43,7 @@ def http_root(tmp_path: Path):
 def _serve(root: Path, base: str, payload: bytes, monkeypatch, sha: str | None = None) -> None:
     (root / "weights.task").write_bytes(payload)
     spec = dataclasses.replace(SPEC, url=f"{base}/weights.task", size=len(payload),
-                               sha256=sha or hashlib.sha256(payload).hexdigest())
+                               sha256=sha or hashlib.sha256(payload).hexdigest(), bundled=None)
     monkeypatch.setitem(MODEL_FILES, NAME, spec)
 
 
@@ -63,7 +63,13 @@ def test_wrong_file_is_refused_with_both_hashes(tmp_path: Path):
     assert bad.read_bytes() == b"not a model"  # left for the user to inspect, never loaded
 
 
-def test_offline_and_missing_names_file_url_and_folder(tmp_path: Path):
+def test_bundled_copy_is_installed_offline(tmp_path: Path):
+    path = ensure_model_file(NAME, tmp_path / "models", offline=True)
+    assert file_sha256(path) == SPEC.sha256
+
+
+def test_offline_and_missing_names_file_url_and_folder(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(MODEL_FILES, NAME, dataclasses.replace(SPEC, bundled=None))
     with pytest.raises(SetupError) as err:
         ensure_model_file(NAME, tmp_path / "models", offline=True)
     message = str(err.value)
