@@ -26,6 +26,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 serve: install
+	@mkdir -p "$(PREFECT_HOME)"
 	scripts/services.sh start
 
 demo: serve

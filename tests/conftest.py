@@ -107,9 +107,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         _stop(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(prefect_server: dict, tmp_path_factory: pytest.TempPathFactory, shared_dir: Path):
-    """`affectflow serve` running against the test server, with its own AFFECTFLOW_HOME.
+    """`affectflow serve` running against the test server, with its own AFFECTFLOW_HOME per test
+    module (so one module's warehouse never changes another's counts).
 
     Yields the environment (PREFECT_API_URL, AFFECTFLOW_HOME, …) for CLI calls."""
     home = tmp_path_factory.mktemp("served_home")

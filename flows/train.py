@@ -1,0 +1,234 @@
+"""Flow `train`: split + features -> self-supervised pretraining -> supervised multitask training
+-> pseudo-labels -> fine-tuning -> evaluation on the test holdout, with baselines.
+
+Parameters are one pydantic model (`TrainParams`), so the Prefect UI shows a validated form and
+the deployment (enforce_parameter_schema) refuses bad values before a run starts. Each stage is
+a task over the run directory `<AFFECTFLOW_HOME>/runs/<run_id>/`; giving an earlier `run_id`
+resumes that run from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+import uuid
+from enum import StrEnum
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from affectflow.settings import load_settings
+from tasks import evaluate as ev
+from tasks import train as tr
+from warehouse import Warehouse
+from warehouse.catalog import connect, refresh_catalog
+
+
+class Encoder(StrEnum):
+    mlp = "mlp"
+    transformer = "transformer"
+
+
+class LossWeighting(StrEnum):
+    fixed = "fixed"
+    uncertainty = "uncertainty"
+    gradnorm = "gradnorm"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Task(StrEnum):
+    emotion = "emotion"
+    stress = "stress"
+    valence_arousal = "valence_arousal"
+
+
+class TrainParams(BaseModel):
+    """The training run's settings (the form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split_id: str = Field("current", pattern=r"^[A-Za-z0-9_.=:-]{1,200}$",
+                          description="Split version to train on; `current` is the latest published one")
+    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction) on pretrain + ssl units")
+    supervised: bool = Field(True, description="Supervised multitask training on the classifier partition")
+    pseudo_labels: bool = Field(True, description="Pseudo-label ssl units above the threshold for fine-tuning")
+    finetune: bool = Field(True, description="Fine-tuning on the finetune partition")
+    encoder: Encoder = Field(Encoder.mlp, description="Shared encoder over a window of frames")
+    epochs: int = Field(30, ge=1, le=1000, description="Most epochs per stage (early stopping may end sooner)")
+    batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(1e-4, ge=0, le=1.0)
+    loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined")
+    tasks: list[Task] = Field(default_factory=lambda: list(Task), min_length=1, description="Tasks trained")
+    pseudo_label_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Least predicted probability for a pseudo-label")
+    window: int = Field(16, ge=1, le=512, description="Frames per window")
+    hidden: int = Field(64, ge=8, le=2048, description="Encoder width")
+    patience: int = Field(8, ge=1, le=1000, description="Epochs without validation improvement before stopping")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60, description="Training stops after this many minutes")
+    device: Device = Field(Device.auto, description="auto uses the GPU when there is one")
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+                               description="Resume this earlier run (same directory) instead of starting a new one")
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> TrainParams:
+        if not (self.supervised or self.finetune):
+            raise ValueError("enable at least one of the supervised and finetune stages")
+        return self
+
+    def train_config(self, deadline: float | None = None) -> tr.TrainConfig:
+        return tr.TrainConfig(
+            encoder=self.encoder.value, hidden=self.hidden, window=self.window, epochs=self.epochs,
+            batch_size=self.batch_size, lr=self.learning_rate, weight_decay=self.weight_decay,
+            loss_weighting=self.loss_weighting.value, tasks=tuple(t.value for t in Task if t in self.tasks),
+            patience=self.patience, pseudo_threshold=self.pseudo_label_threshold, seed=self.seed,
+            device=self.device.value, deadline=deadline)
+
+
+@task(name="load-split", cache_policy=NO_CACHE)
+def load_split_task(home: Path, split_id: str, run_dir: Path, window: int) -> dict:
+    info_path = run_dir / "info.json"
+    if info_path.exists():  # a resumed run keeps the data and preprocessing it started with
+        return json.loads(info_path.read_text(encoding="utf-8"))
+    con = connect(Warehouse(home))
+    try:
+        info = tr.prepare_data(con, split_id, run_dir, window)
+    finally:
+        con.close()
+    tr.save_json(info_path, info)
+    return info
+
+
+def _progress_callback(progress_id, offset: int, total: int):
+    logger = get_run_logger()
+
+    def on_epoch(stage: str, epoch: int, epochs: int, record: dict) -> None:
+        logger.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, %.0f frames/s",
+                    stage, epoch, epochs, record["train_loss"], record["val_loss"], record["frames_per_s"])
+        if progress_id is not None:
+            update_progress_artifact(progress_id, min(100.0, 100.0 * (offset + epoch) / total))
+    return on_epoch
+
+
+@task(name="train-stage", cache_policy=NO_CACHE, task_run_name="{stage}")
+def stage_task(stage: str, run_dir: Path, cfg: tr.TrainConfig, progress_id, offset: int, total: int) -> dict:
+    functions = {"pretrain": tr.pretrain, "supervised": tr.supervised, "finetune": tr.finetune}
+    return functions[stage](run_dir, cfg, _progress_callback(progress_id, offset, total))
+
+
+@task(name="pseudo-label", cache_policy=NO_CACHE)
+def pseudo_label_task(run_dir: Path, cfg: tr.TrainConfig) -> dict:
+    return tr.pseudo_label(run_dir, cfg)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(run_dir: Path, cfg: tr.TrainConfig) -> dict:
+    results = ev.evaluate_run(run_dir, cfg)
+    tr.finish_run(run_dir, cfg, results)
+    return results
+
+
+def _run_stages(params: TrainParams, run_dir: Path, cfg: tr.TrainConfig) -> list[dict]:
+    enabled = [s for s in tr.STAGES if getattr(params, s)]
+    progress = create_progress_artifact(0.0, key="train-progress",
+                                        description=f"train: {', '.join(enabled)}, up to {cfg.epochs} epochs each")
+    summaries = []
+    for index, stage in enumerate(enabled):
+        if stage == "finetune" and params.pseudo_labels:
+            summaries.append({"stage": "pseudo-label", **pseudo_label_task(run_dir, cfg)})
+        summary = stage_task(stage, run_dir, cfg, progress, index * cfg.epochs, len(enabled) * cfg.epochs)
+        summaries.append(summary)
+    if progress is not None:
+        update_progress_artifact(progress, 100.0)
+    return summaries
+
+
+def _png_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _artifacts(run_dir: Path, run_id: str, results: dict, stages: list[dict]) -> None:
+    history = [h for s in stages for h in s.get("history", [])]
+    ev.plot_loss_curves(history, run_dir / "loss_curves.png")
+    create_image_artifact(_png_url(run_dir / "loss_curves.png"), key="train-loss-curves",
+                          description=f"loss curves of run {run_id}")
+    confusion = results.get("model", {}).get("emotion", {}).get("confusion")
+    if confusion:
+        ev.plot_confusion(confusion, results["emotions"], run_dir / "confusion.png")
+        create_image_artifact(_png_url(run_dir / "confusion.png"), key="train-confusion-matrix",
+                              description=f"test confusion matrix of run {run_id}")
+    table = ev.side_by_side(results)
+    create_table_artifact(table, key="train-metrics",
+                          description=f"test metrics of run {run_id}: model vs majority vs logistic regression")
+    lines = [f"# Training run `{run_id}`", "", f"Checkpoint: `{run_dir / 'model.pt'}`", "",
+             "| stage | epochs | best validation loss | frames/s |", "|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {s.get('best_val_loss', '')} | "
+              f"{s.get('frames_per_s', '')} |" for s in stages if "epochs_run" in s]
+    create_markdown_artifact("\n".join(lines), key="train-summary", description="training run summary")
+
+
+def new_run_id() -> str:
+    return f"train-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@flow(name="train", validate_parameters=True)
+def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic default is immutable here
+    """Train the multitask model on a split and evaluate it (and the baselines) on its test holdout."""
+    logger = get_run_logger()
+    settings = load_settings()
+    wh = Warehouse(settings.home).init()
+    run_id = params.run_id or new_run_id()
+    run_dir = settings.runs_dir / run_id
+    cfg = params.train_config(deadline=time.time() + params.max_minutes * 60)
+    started, info, stages = dt.datetime.now(dt.UTC), {"split_id": params.split_id}, []
+    params_json = params.model_dump_json()
+    logger.info("run %s in %s on %s", run_id, run_dir, tr.resolve_device(cfg.device))
+    try:
+        info = load_split_task(settings.home, params.split_id, run_dir, cfg.window)
+        logger.info("split %s: %s units, %d features", info["split_id"], info["units"], info["n_features"])
+        stages = _run_stages(params, run_dir, cfg)
+        results = evaluate_task(run_dir, cfg)
+    except Exception as exc:
+        error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        tr.record_run(wh, tr.run_row(run_id, cfg, info, stages, params_json, started,
+                                     dt.datetime.now(dt.UTC), None, error), [])
+        raise
+    checkpoint = run_dir / "model.pt"
+    row = tr.run_row(run_id, cfg, info, stages, params_json, started, dt.datetime.now(dt.UTC), checkpoint)
+    tr.record_run(wh, row, ev.metric_rows(run_id, info["split_id"], results))
+    refresh_catalog(wh)
+    _artifacts(run_dir, run_id, results, stages)
+    for line in ev.side_by_side(results):
+        logger.info("%s %s: model %s, majority %s, logreg %s", line["task"], line["metric"],
+                    line["model"], line["majority"], line["logreg"])
+    return {"run_id": run_id, "split_id": info["split_id"], "checkpoint": str(checkpoint),
+            "stages": [{k: v for k, v in s.items() if k != "history"} for s in stages],
+            "metrics": ev.side_by_side(results)}
+
+
+def deployment():
+    return train.to_deployment(
+        name="default",
+        description="Pretrain, train and fine-tune the multitask affect model on a split; evaluate on its test holdout.",
+        tags=["affectflow"],
+        enforce_parameter_schema=True,
+    )
+
+
+__all__ = ["TrainParams", "deployment", "train"]
