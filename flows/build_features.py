@@ -31,14 +31,22 @@ from tasks.errors import SetupError, TransientError
 from tasks.extract import BuildContext, ItemResult, process_item
 from tasks.extractors import CHOICES, get_extractor, kinds_for, resolve_auto
 from tasks.extractors.base import ExtractOptions
+from tasks.faults import failpoint
 from tasks.labels import Manifest, read_manifest
 from tasks.load import now, quarantine_item, record_run, sweep_orphans
-from tasks.media import MediaItem, discover_media
+from tasks.media import MediaItem, discover_media, display_path
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 
 ExtractorName = Literal["auto", "mediapipe", "openface-csv"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
+
+
+def _task_name() -> str:
+    from prefect.runtime import task_run
+
+    item = task_run.parameters.get("item")
+    return f"extract {display_path(item.path).rsplit('/', 1)[-1]}" if item else "extract"
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -52,8 +60,9 @@ def _retry_transient(task, task_run, state) -> bool:
 
 
 @task(name="extract-item", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
-      cache_policy=NO_CACHE, task_run_name="extract {item.path.name}")
+      cache_policy=NO_CACHE, task_run_name=lambda: _task_name())
 def extract_item(item: MediaItem, ctx: BuildContext) -> dict[str, Any]:
+    """One media item into the warehouse (see `tasks.extract.process_item`)."""
     return process_item(item, ctx).to_dict()
 
 
@@ -110,7 +119,7 @@ def _result_of(future) -> dict:
         return future.result()
     except Exception as exc:
         item = future.task_run.parameters.get("item") if future.task_run else None
-        path = str(getattr(item, "path", "unknown"))
+        path = display_path(item.path) if item is not None else "unknown"
         return ItemResult(path, "quarantined", stage="extract",
                           reason=f"failed after retries: {exc}").to_dict()
 
@@ -144,6 +153,7 @@ def build_features(
     ctx = _context(source, labels, chosen, options, num_faces, force, run_id)
     get_extractor(chosen, **ctx.extractor_options).check_ready()
     results = _manifest_problems(wh, ctx.manifest, run_id) + _run_items(items, ctx, workers)
+    failpoint("flow-end")
     summary = {"run_id": run_id, "extractor": chosen, **_summary(results, time.perf_counter() - t0)}
     params = {"source": source, "labels": labels, "extractor": extractor, "fps": fps, "max_frames": max_frames,
               "min_confidence": min_confidence, "num_faces": num_faces, "force": force}

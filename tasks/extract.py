@@ -21,9 +21,10 @@ from data_contracts import CONTRACT_VERSION, FRAMES, EmotionMap
 from tasks.errors import ItemError, TransientError
 from tasks.extractors import get_extractor
 from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta
+from tasks.faults import failpoint
 from tasks.labels import Label, Manifest, resolve_label
 from tasks.load import commit_item, item_lock, loaded_config, now, quarantine_item
-from tasks.media import MediaItem, content_hash, probe
+from tasks.media import MediaItem, check_path_name, content_hash, display_path, probe
 from tasks.validate import validate_batch
 from warehouse import Warehouse
 from warehouse.writer import PartitionWriter
@@ -116,9 +117,11 @@ def _extract_to_warehouse(item: MediaItem, source_id: str, extractor: Extractor,
             validate_batch(FRAMES, batch)
             writer.write(batch)
             stats.add(batch)
+            failpoint("batch-written", item.path)
         if writer.rows == 0:
             raise ItemError("extract", "no frames came out of this item")
         writer.commit()
+    failpoint("frames-written", item.path)
     commit_item(wh, item.path, source_id, _video_rows(stats, item, source_id, meta, extractor, ctx),
                 _label_rows(list(stats.per_video), source_id, label))
     return stats
@@ -129,8 +132,10 @@ def process_item(item: MediaItem, ctx: BuildContext) -> ItemResult:
     quarantine it with a one-line reason. Only `TransientError` escapes (to be retried)."""
     started = time.perf_counter()
     wh = Warehouse(ctx.home)
-    result = ItemResult(str(item.path), "quarantined")
+    result = ItemResult(display_path(item.path), "quarantined")
     try:
+        failpoint("extract-item", item.path)
+        check_path_name(item.path)
         label = resolve_label(item.path, ctx.source_root, ctx.emotions, ctx.manifest)
         result.source_id = source_id = content_hash(item.path)
         extractor = get_extractor(ctx.extractor, **ctx.extractor_options)

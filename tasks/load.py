@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from data_contracts import LABELS, QUARANTINE, RUNS, VIDEOS
+from tasks.media import display_path
 from warehouse import Warehouse
 from warehouse.writer import rows_to_table, sweep_temporary, write_atomic
 
@@ -101,7 +102,7 @@ def quarantine_item(wh: Warehouse, path: Path, stage: str, reason: str, run_id: 
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
             copy_path = str(target)
-    row = {"item_id": key, "path": str(path), "source_id": source_id, "stage": stage,
+    row = {"item_id": key, "path": display_path(path), "source_id": source_id, "stage": stage,
            "reason": reason, "copy_path": copy_path, "run_id": run_id, "quarantined_at": now()}
     write_atomic(wh.file_for("quarantine", key), rows_to_table(QUARANTINE, [row]))
     return row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob as globlib
 import hashlib
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tasks.errors import ItemError, SetupError
+from tasks.errors import ItemError, SetupError, TransientError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -82,6 +83,19 @@ def discover_media(source: str, kinds: tuple[str, ...]) -> list[MediaItem]:
     return items
 
 
+def display_path(path: Path) -> str:
+    """The path as text, with bytes that are not UTF-8 shown as escapes (`\\xff`)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_path_name(path: Path) -> None:
+    """Refuse a file name that is not valid UTF-8: it cannot be stored or queried faithfully."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ItemError("discover", "file name is not valid UTF-8; rename the file") from None
+
+
 def content_hash(path: Path) -> str:
     """sha256 of the file's bytes (first 20 hex digits): the item's identity."""
     try:
@@ -95,6 +109,8 @@ def content_hash(path: Path) -> str:
     except IsADirectoryError:
         raise ItemError("extract", "is a directory, not a file") from None
     except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO):
+            raise TransientError(f"{path}: {exc.strerror}") from None
         raise ItemError("extract", f"cannot read file: {exc.strerror or exc}") from None
 
 
@@ -128,11 +144,27 @@ def _open_video(path: Path) -> cv2.VideoCapture:
     return cap
 
 
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the file header alone (no decoding), or None if unknown."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Image.DecompressionBombError as exc:
+        raise ItemError("extract", f"image too large: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
 def _read_image(path: Path) -> np.ndarray:
-    header = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if header is not None and header.shape[0] * header.shape[1] * 64 > MAX_IMAGE_PIXELS:
-        raise ItemError("extract", f"image too large (over {MAX_IMAGE_PIXELS:,} pixels)")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    size = _image_size(path)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ItemError("extract", f"image too large: {size[0]}x{size[1]} (limit {MAX_IMAGE_PIXELS:,} pixels)")
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ItemError("extract", f"cannot decode image: {str(exc).strip().splitlines()[-1]}") from None
     if bgr is None:
         raise ItemError("extract", "cannot decode image: not an image file, or corrupt")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

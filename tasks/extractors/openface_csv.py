@@ -63,6 +63,11 @@ def check_columns(columns: list[str]) -> list[str]:
 
 
 def _numeric(chunk: pd.DataFrame, where: int) -> pd.DataFrame:
+    missing = chunk.isna()
+    if missing.any().any():
+        column = missing.any().idxmax()
+        line = int(missing[column].values.argmax()) + where + 2
+        raise ItemError("extract", f"missing value (empty or NaN) in column {column!r} at line {line}")
     out = chunk.apply(pd.to_numeric, errors="coerce")
     bad = out.isna() & chunk.notna()
     if bad.any().any():
@@ -111,8 +116,6 @@ class OpenFaceCsvExtractor(Extractor):
             for raw in reader:
                 raw.columns = [openface_name(c.strip()) for c in raw.columns]
                 chunk = _numeric(raw, start)
-                if chunk[list(REQUIRED)].isna().any().any():
-                    raise ItemError("extract", f"empty key value (frame/face_id/timestamp/confidence/success) near line {start + 2}")
                 yield self._batch(chunk, source_id, options, present, per_row)
                 start += len(raw)
         except pd.errors.ParserError as exc:

@@ -1,0 +1,117 @@
+"""Flow `resplit`: a stratified, contract-checked split version of the warehouse's units.
+
+Deployment `resplit/nightly` runs it at 02:00 (cron `0 2 * * *`) in $AFFECTFLOW_TIMEZONE. On
+unchanged data and parameters it writes nothing; a split that fails its contract is recorded as
+`rejected`, the previous split stays current, and the run fails naming the rule.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.schedules import Cron
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from affectflow.settings import load_settings
+from data_contracts.splits import Stages
+from tasks.publish_split import SplitOutcome, SplitRejected, publish_split, report_markdown
+from tasks.split import DEFAULT_CLASS_ORDER, SplitSpec
+
+NIGHTLY_CRON = "0 2 * * *"
+GROUPED_TEST_FRACTION = 0.15
+
+
+class Strategy(StrEnum):
+    grouped = "grouped"
+    row = "row"
+
+
+class Mode(StrEnum):
+    stable = "stable"
+    reshuffle = "reshuffle"
+
+
+class GroupBy(StrEnum):
+    video = "video"
+    subject = "subject"
+
+
+class ResplitParams(BaseModel):
+    """How to split (the form in the Prefect UI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = Field(default=Strategy.grouped, description="grouped: a video (or subject) is the unit; "
+                               "row: each frame row is a unit, reproducing the research code")
+    mode: Mode = Field(default=Mode.stable, description="stable: keep earlier assignments, place new units; "
+                       "reshuffle: a fresh split with a new seed (the test holdout is kept)")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Empty: the current split's seed "
+                             "(stable) or that plus one (reshuffle); 42 for a first split")
+    pretrain_fraction: float = Field(default=0.7, gt=0, lt=1, description="Share of each class that is unlabelled pretrain data")
+    ssl_fraction: float = Field(default=0.7, gt=0, lt=1, description="Share of the labelled part for ssl")
+    classifier_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of the labelled part for classifier")
+    finetune_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of the labelled part for finetune")
+    test_fraction: float | None = Field(default=None, ge=0, lt=1, description="Held-out test units, carved first "
+                                        "(grouped only; empty: 0.15 for grouped, 0 for row)")
+    group_by: GroupBy = Field(default=GroupBy.video, description="Unit of the grouped strategy")
+    class_order: list[str] = Field(default_factory=lambda: list(DEFAULT_CLASS_ORDER), min_length=1,
+                                   description="Order the row strategy concatenates the labelled classes in")
+    dry_run: bool = Field(default=False, description="Compute and check the split, write nothing")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ResplitParams:
+        labelled = self.ssl_fraction + self.classifier_fraction + self.finetune_fraction
+        if abs(labelled - 1) > 1e-6:
+            raise ValueError(f"ssl, classifier and finetune fractions must sum to 1 (they sum to {labelled:g})")
+        if self.strategy is Strategy.row and self.test_fraction:
+            raise ValueError("the row strategy has no test holdout (a video's frames would sit on both "
+                             "sides); use strategy grouped for held-out test videos, or test_fraction 0")
+        if self.strategy is Strategy.row and self.group_by is GroupBy.subject:
+            raise ValueError("group_by applies to the grouped strategy; the row strategy's unit is a frame row")
+        if len(set(self.class_order)) != len(self.class_order):
+            raise ValueError("class_order names a class twice")
+        return self
+
+    def spec(self) -> SplitSpec:
+        test = self.test_fraction
+        if test is None:
+            test = GROUPED_TEST_FRACTION if self.strategy is Strategy.grouped else 0.0
+        stages = Stages(test=test, pretrain=self.pretrain_fraction, ssl=self.ssl_fraction,
+                        classifier=self.classifier_fraction, finetune=self.finetune_fraction)
+        return SplitSpec(strategy=self.strategy.value, stages=stages, group_by=self.group_by.value,
+                         class_order=tuple(self.class_order))
+
+
+@task(name="publish-split", cache_policy=NO_CACHE)
+def publish(params: ResplitParams) -> SplitOutcome:
+    return publish_split(load_settings().home, params.spec(), params.mode.value, params.seed, params.dry_run)
+
+
+@flow(name="resplit", validate_parameters=True)
+def resplit(params: ResplitParams = ResplitParams()) -> dict:  # noqa: B008 - pydantic default is immutable here
+    """Split the warehouse's units into pretrain / ssl / classifier / finetune / test, check the
+    split contract, and publish the version; the report is a markdown artifact `split-report`."""
+    logger = get_run_logger()
+    outcome = publish(params)
+    create_markdown_artifact(report_markdown(outcome), key="split-report",
+                             description=f"split {outcome.split_id or '(not written)'}: {outcome.status}")
+    logger.info("%s", outcome.message)
+    if outcome.status == "rejected":
+        raise SplitRejected(outcome.message)
+    return outcome.as_dict()
+
+
+def deployment():
+    return resplit.to_deployment(
+        name="nightly",
+        description="Nightly stable re-split: new units are placed, assigned units keep their partition.",
+        schedule=Cron(NIGHTLY_CRON, timezone=load_settings().timezone),
+        tags=["affectflow"],
+        enforce_parameter_schema=True,
+    )
+
+
+__all__ = ["ResplitParams", "deployment", "resplit"]

@@ -1,0 +1,215 @@
+"""tasks/split.py: the research reproduction, and properties of both strategies on random labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.model_selection import train_test_split
+from sklearn.utils import shuffle
+
+from data_contracts.splits import PARTITIONS, Stages
+from tasks.split import (
+    SplitError,
+    SplitSpec,
+    apportion,
+    fingerprint,
+    min_class_units,
+    split_grouped,
+    split_rows,
+    stage_targets,
+    unit_labels,
+)
+
+RESEARCH_CLASSES = {"angry": 200, "sad": 200, "happy": 45, "neutral": 128}
+ROW = SplitSpec(strategy="row", seed=42, stages=Stages(test=0.0))
+CLASSES = ("angry", "sad", "happy", "neutral", "fear")
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _rows(sizes: dict[str, int]) -> pd.DataFrame:
+    """Frame rows in source order: one OpenFace CSV per class, frames in order."""
+    rows = [(f"{c}.csv/{i}/0", c) for c, n in sizes.items() for i in range(n)]
+    return pd.DataFrame(rows, columns=["unit_id", "label"])
+
+
+def _research(rows: pd.DataFrame, seed: int = 42) -> dict[str, set[str]]:
+    """The research code, as the issue states it, on a DataFrame of rows."""
+    pretrain, labelled = [], []
+    for emotion in ("angry", "sad", "happy", "neutral"):
+        part = shuffle(rows[rows["label"] == emotion], random_state=seed)
+        k = int(0.7 * len(part))
+        pretrain.append(part[:k])
+        labelled.append(part[k:])
+    lab = pd.concat(labelled)
+    ssl, rest = train_test_split(lab, test_size=0.30, stratify=lab["label"], random_state=seed)
+    classifier, finetune = train_test_split(rest, test_size=0.3333, stratify=rest["label"], random_state=seed)
+    named = {"pretrain": pd.concat(pretrain), "ssl": ssl, "classifier": classifier, "finetune": finetune}
+    return {p: set(frame["unit_id"]) for p, frame in named.items()}
+
+
+def test_row_strategy_reproduces_the_research_table() -> None:
+    rows = _rows(RESEARCH_CLASSES)
+    units = split_rows(rows, ROW).units
+    counts = pd.crosstab(units["partition"], units["label"])
+    assert counts.loc["pretrain"].sum() == 400
+    assert counts.loc["ssl"].to_dict() == {"angry": 42, "sad": 42, "neutral": 27, "happy": 10}
+    assert counts.loc["classifier"].to_dict() == {"angry": 12, "sad": 12, "neutral": 8, "happy": 2}
+    assert counts.loc["finetune"].to_dict() == {"angry": 6, "sad": 6, "neutral": 4, "happy": 2}
+    assert [counts.loc[p].sum() for p in ("ssl", "classifier", "finetune")] == [121, 34, 18]
+    # not just the counts: the very same rows as the research code
+    research = _research(rows)
+    for partition, members in research.items():
+        assert set(units.loc[units["partition"] == partition, "unit_id"]) == members
+
+
+@FAST
+@given(sizes=st.lists(st.integers(44, 160), min_size=2, max_size=4), seed=st.integers(0, 2**31 - 1))
+def test_row_strategy_equals_research_code_for_any_sizes(sizes: list[int], seed: int) -> None:
+    rows = _rows(dict(zip(("angry", "sad", "happy", "neutral"), sizes, strict=False)))
+    units = split_rows(rows, SplitSpec(strategy="row", seed=seed, stages=Stages(test=0.0))).units
+    for partition, members in _research(rows, seed).items():
+        assert set(units.loc[units["partition"] == partition, "unit_id"]) == members
+
+
+@FAST
+@given(sizes=st.lists(st.integers(1, 60), min_size=2, max_size=5))
+def test_row_strategy_never_fails_inside_sklearn(sizes: list[int]) -> None:
+    """Classes below the row minimum go to pretrain and are reported; the rest always split."""
+    rows = _rows(dict(zip(CLASSES, sizes, strict=False)))
+    minimum = min_class_units(ROW)
+    big = [n for n in sizes if n >= minimum]
+    if len(big) < 2:
+        with pytest.raises(SplitError):
+            split_rows(rows, ROW)
+        return
+    result = split_rows(rows, ROW)
+    assert set(result.small_classes.values()) <= {n for n in sizes if n < minimum}
+    small = result.units[result.units["label"].isin(list(result.small_classes))]
+    assert (small["partition"] == "pretrain").all()
+
+
+def _units(labels: list[str | None], prefix: str = "v") -> pd.DataFrame:
+    return pd.DataFrame({"unit_id": [f"{prefix}{i:05d}" for i in range(len(labels))], "label": labels})
+
+
+labels_strategy = st.lists(st.sampled_from([*CLASSES, None]), min_size=12, max_size=300).filter(
+    lambda xs: len({x for x in xs if x is not None and xs.count(x) >= 5}) >= 2)
+
+
+def _assert_within_one(units: pd.DataFrame, spec: SplitSpec, small: dict[str, int]) -> None:
+    strat = units[units["label"].notna() & ~units["label"].isin(list(small))]
+    counts = pd.crosstab(strat["label"], strat["partition"]).reindex(columns=list(PARTITIONS), fill_value=0)
+    s = spec.stages
+    n = counts.sum(axis=1)
+    assert (abs(counts["test"] - n * s.test) <= 1).all()
+    assert (abs(counts["pretrain"] - (n - counts["test"]) * s.pretrain) <= 1).all()
+    labelled = n - counts["test"] - counts["pretrain"]
+    for p in ("ssl", "classifier", "finetune"):
+        assert (abs(counts[p] - labelled * getattr(s, p)) <= 1 + 1e-9).all()
+
+
+@FAST
+@given(labels=labels_strategy, seed=st.integers(0, 2**32 - 1))
+def test_grouped_is_complete_disjoint_stratified(labels: list[str | None], seed: int) -> None:
+    spec = SplitSpec(seed=seed)
+    units = _units(labels)
+    result = split_grouped(units, spec)
+    out = result.units
+    assert list(out["unit_id"]) == list(units["unit_id"])  # complete, one partition each
+    assert out["partition"].isin(PARTITIONS).all()
+    unstratified = out["label"].isna() | out["label"].isin(list(result.small_classes))
+    assert (out.loc[unstratified, "partition"] == "pretrain").all()
+    sizes = units["label"].value_counts()
+    assert result.small_classes == {c: int(n) for c, n in sizes[sizes < 5].items()}
+    _assert_within_one(out, spec, result.small_classes)
+
+
+@FAST
+@given(labels=labels_strategy, seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_grouped_is_deterministic_and_order_free(labels: list[str | None], seed: int, data) -> None:
+    units = _units(labels)
+    first = split_grouped(units, SplitSpec(seed=seed)).units.set_index("unit_id")["partition"]
+    order = data.draw(st.permutations(range(len(units))))
+    again = split_grouped(units.iloc[list(order)].reset_index(drop=True), SplitSpec(seed=seed)).units
+    assert again.set_index("unit_id")["partition"].sort_index().equals(first.sort_index())
+
+
+@FAST
+@given(labels=labels_strategy, new=st.lists(st.sampled_from([*CLASSES, None]), max_size=120),
+       seed=st.integers(0, 2**32 - 1))
+def test_stable_mode_keeps_old_assignments(labels, new, seed) -> None:
+    spec = SplitSpec(seed=seed)
+    before = split_grouped(_units(labels), spec)
+    old = before.units
+    grown = pd.concat([_units(labels), _units(new, prefix="n")], ignore_index=True)
+    result = split_grouped(grown, spec, previous=old, mode="stable")
+    now = result.units.set_index("unit_id")["partition"]
+    kept = old[old["label"].notna() & ~old["label"].isin([*before.small_classes, *result.small_classes])]
+    assert (now[kept["unit_id"]].to_numpy() == kept["partition"].to_numpy()).all()
+    _assert_within_one(result.units, spec, result.small_classes)
+
+
+@FAST
+@given(labels=labels_strategy, seed=st.integers(0, 2**32 - 2))
+def test_reshuffle_keeps_the_test_holdout(labels, seed) -> None:
+    units = _units(labels)
+    old = split_grouped(units, SplitSpec(seed=seed)).units
+    new = split_grouped(units, SplitSpec(seed=seed + 1), previous=old, mode="reshuffle").units
+    assert set(new.loc[new["partition"] == "test", "unit_id"]) == set(old.loc[old["partition"] == "test", "unit_id"])
+
+
+def test_grouped_subject_units_are_group_pure() -> None:
+    rows = pd.DataFrame({"unit_id": [f"s{i % 30}" for i in range(300)],
+                         "emotion": [CLASSES[i % 4] for i in range(300)]})
+    labels = unit_labels(rows)
+    units = pd.DataFrame({"unit_id": labels.index, "label": labels.to_numpy()})
+    assigned = split_grouped(units, SplitSpec()).units.set_index("unit_id")["partition"]
+    per_subject = rows.assign(partition=rows["unit_id"].map(assigned)).groupby("unit_id")["partition"].nunique()
+    assert (per_subject == 1).all()
+
+
+def test_unit_labels_take_the_most_frequent_emotion() -> None:
+    rows = pd.DataFrame({"unit_id": ["a", "a", "a", "b", "b", "c"],
+                         "emotion": ["sad", "happy", "sad", "happy", "angry", None]})
+    labels = unit_labels(rows)
+    assert labels["a"] == "sad" and labels["b"] == "angry" and pd.isna(labels["c"])
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([None] * 20, "no labelled units"),
+    (["angry"] * 20, "only 1 emotion class"),
+    (["angry"] * 20 + ["sad"] * 3, "only 1 emotion class"),
+])
+def test_bad_label_sets_fail_with_a_message(labels, message) -> None:
+    with pytest.raises(SplitError, match=message):
+        split_grouped(_units(labels), SplitSpec())
+
+
+def test_row_strategy_refuses_a_test_holdout() -> None:
+    with pytest.raises(SplitError, match="no test holdout"):
+        split_rows(_rows(RESEARCH_CLASSES), SplitSpec(strategy="row"))
+
+
+@given(totals=st.lists(st.integers(0, 10_000), min_size=1, max_size=8),
+       weights=st.lists(st.floats(0.01, 1.0), min_size=2, max_size=5))
+def test_apportion_sums_and_stays_within_one(totals, weights) -> None:
+    parts = apportion(np.array(totals), np.array(weights))
+    assert (parts.sum(axis=1) == totals).all()
+    exact = np.array(totals)[:, None] * np.array(weights) / sum(weights)
+    assert (np.abs(parts - exact) < 1 + 1e-9).all()
+
+
+def test_stage_targets_follow_the_declared_fractions() -> None:
+    targets = stage_targets(np.array([200, 10]), Stages())
+    assert targets.sum(axis=1).tolist() == [200, 10]
+    assert targets[0].tolist() == [30, 119, 36, 10, 5]
+
+
+def test_fingerprint_ignores_row_order_and_sees_labels() -> None:
+    frame = _units(["angry", "sad", None, "happy"])
+    assert fingerprint(frame) == fingerprint(frame.iloc[::-1])
+    changed = frame.assign(label=["angry", "sad", "sad", "happy"])
+    assert fingerprint(frame) != fingerprint(changed)
