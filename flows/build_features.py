@@ -35,10 +35,12 @@ from tasks.faults import failpoint
 from tasks.labels import Manifest, read_manifest
 from tasks.load import now, quarantine_item, record_run, sweep_orphans
 from tasks.media import MediaItem, discover_media, display_path
+from tasks.progress import progress_bar
+from tasks.report import publish_report_artifact
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 
-ExtractorName = Literal["auto", "mediapipe", "openface-csv"]
+ExtractorName = Literal["auto", "mediapipe", "openface-csv", "pyfeat"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
 
 
@@ -72,7 +74,7 @@ def _context(source: str, labels: str | None, extractor: str, options: ExtractOp
     emotions = load_emotion_map(settings.emotion_map)
     manifest = read_manifest(Path(labels).expanduser().absolute(), emotions) if labels else None
     root = Path(source).expanduser().absolute()
-    extra = {"num_faces": num_faces} if extractor == "mediapipe" else {}
+    extra = {"num_faces": num_faces} if extractor in ("mediapipe", "pyfeat") else {}
     return BuildContext(settings.home, extractor, extra, options, root if root.is_dir() else None,
                         emotions, manifest, run_id, force)
 
@@ -92,25 +94,34 @@ def _summary(results: list[dict], seconds: float) -> dict[str, Any]:
 
 
 def _run_items(items: list[MediaItem], ctx: BuildContext, workers: int) -> list[dict]:
-    """Submit one task per item, at most `workers` in flight, updating a progress artifact."""
-    logger = get_run_logger()
+    """Submit one task per item, at most `workers` in flight, updating a progress artifact
+    (and a progress bar when the CLI runs on a terminal)."""
     progress = create_progress_artifact(0.0, description=f"build-features: {len(items)} items")
     results: list[dict] = []
     pending = list(items)
     running: list = []
-    while pending or running:
-        while pending and len(running) < workers:
-            running.append(extract_item.submit(pending.pop(0), ctx))
-        done, not_done = wait(running, timeout=None if len(running) < workers and not pending else 1)
-        for future in done:
-            results.append(_result_of(future))
-            r = results[-1]
-            logger.info("%s %s: %s", r["status"], Path(r["path"]).name,
-                        r["reason"] or f"{r['frames']} frames")
-        running = list(not_done)
-        if done and progress:
-            update_progress_artifact(progress, 100.0 * len(results) / len(items))
+    with progress_bar(len(items), "build-features", unit="items") as bar:
+        while pending or running:
+            finished = len(results)
+            running = _step(pending, running, ctx, workers, results, bar)
+            if progress and len(results) > finished:
+                update_progress_artifact(progress, 100.0 * len(results) / len(items))  # type: ignore[arg-type]
     return results
+
+
+def _step(pending: list[MediaItem], running: list, ctx: BuildContext, workers: int,
+          results: list[dict], bar) -> list:
+    """Top up the running tasks, wait for at least one, record what finished."""
+    logger = get_run_logger()
+    while pending and len(running) < workers:
+        running.append(extract_item.submit(pending.pop(0), ctx))
+    done, not_done = wait(running, timeout=None if len(running) < workers and not pending else 1)
+    for future in done:
+        r = _result_of(future)
+        results.append(r)
+        bar.advance(1)
+        logger.info("%s %s: %s", r["status"], Path(r["path"]).name, r["reason"] or f"{r['frames']} frames")
+    return list(not_done)
 
 
 def _result_of(future) -> dict:
@@ -128,11 +139,11 @@ def _result_of(future) -> dict:
 def build_features(
     source: Annotated[str, Field(min_length=1, description="A file, a folder (recursive) or a glob of videos, images or OpenFace CSVs")],
     labels: Annotated[str | None, Field(description="Optional CSV manifest: path, emotion, subject_id, valence, arousal, stress")] = None,
-    extractor: Annotated[ExtractorName, Field(description="auto picks openface-csv for CSVs, else mediapipe")] = "auto",
+    extractor: Annotated[ExtractorName, Field(description="auto: openface-csv for CSVs, else pyfeat when its weights are installed, else mediapipe")] = "auto",
     fps: Annotated[float | None, Field(gt=0, le=240, description="Keep at most this many frames per second")] = None,
     max_frames: Annotated[int | None, Field(ge=1, description="Stop each video after this many frames")] = None,
     min_confidence: Annotated[float, Field(ge=0, le=1, description="OpenFace rows below this are blanked")] = 0.7,
-    num_faces: Annotated[int, Field(ge=1, le=16, description="Faces tracked per frame (MediaPipe)")] = 1,
+    num_faces: Annotated[int, Field(ge=1, le=16, description="Faces tracked per frame (MediaPipe, py-feat)")] = 1,
     workers: Annotated[int, Field(ge=1, le=64, description="Items extracted at once")] = 2,
     force: Annotated[bool, Field(description="Re-extract items already in the warehouse")] = False,
 ) -> dict[str, Any]:
@@ -145,7 +156,7 @@ def build_features(
     if removed:
         logger.warning("removed %d leftovers of an interrupted run", removed)
     items = discover_media(source, kinds_for(extractor))
-    chosen = resolve_auto(extractor, {i.kind for i in items})
+    chosen = resolve_auto(extractor, {i.kind for i in items}, settings.models_dir)
     items = [i for i in items if i.kind in kinds_for(chosen)]
     logger.info("extractor %s%s: %d items from %s", chosen, " (auto)" if extractor == "auto" else "",
                 len(items), source)
@@ -186,6 +197,10 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at, results: lis
         table=[{k: v for k, v in summary.items() if k != "quarantine_reasons"}],
         description="build-features summary",
     )
+    try:
+        publish_report_artifact(home=wh.home)
+    except Exception as exc:  # the report is a convenience; a failure must not fail the build
+        logger.warning("could not publish the warehouse report: %s", exc)
     bad = [r for r in results if r["status"] == "quarantined"]
     if bad:
         create_table_artifact(key="build-features-quarantine",

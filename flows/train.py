@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from affectflow.settings import load_settings
 from tasks import evaluate as ev
 from tasks import train as tr
+from tasks.report import publish_report_artifact
 from warehouse import Warehouse
 from warehouse.catalog import connect, refresh_catalog
 
@@ -214,6 +215,10 @@ def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic
     tr.record_run(wh, row, ev.metric_rows(run_id, info["split_id"], results))
     refresh_catalog(wh)
     _artifacts(run_dir, run_id, results, stages)
+    try:
+        publish_report_artifact(home=settings.home)
+    except Exception as exc:  # the report is a convenience; a failure must not fail training
+        logger.warning("could not publish the warehouse report: %s", exc)
     for line in ev.side_by_side(results):
         logger.info("%s %s: model %s, majority %s, logreg %s", line["task"], line["metric"],
                     line["model"], line["majority"], line["logreg"])

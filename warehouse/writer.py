@@ -19,7 +19,9 @@ import pyarrow.parquet as pq
 from data_contracts.columns import Table
 
 COMPRESSION = "zstd"
-ROW_GROUP_ROWS = 16_384
+# Rows per Parquet row group. Few, large row groups keep the file footer (one entry per column per
+# row group, ~800 columns in `frames`) small; the writer buffers at most one row group.
+ROW_GROUP_ROWS = 32_768
 
 
 def _tmp_path(target: Path) -> Path:
@@ -51,8 +53,8 @@ def write_atomic(target: Path, table: pa.Table) -> Path:
 class PartitionWriter:
     """Stream record batches into one Parquet file that appears only on `commit()`.
 
-    Memory stays bounded by one row group; an exception (or a kill) leaves only a hidden
-    temporary file, which `sweep_temporary` removes on the next run.
+    Memory stays bounded by one buffered row group; an exception (or a kill) leaves only a
+    hidden temporary file, which `sweep_temporary` removes on the next run.
     """
 
     def __init__(self, target: Path, schema: pa.Schema):
@@ -64,23 +66,35 @@ class PartitionWriter:
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
             self._tmp, schema, compression=COMPRESSION
         )
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._writer is None:
             raise RuntimeError(f"writer for {self.target} is closed")
         if batch.num_rows:
-            self._writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+            self._buffer.append(batch)
+            self._buffered += batch.num_rows
             self.rows += batch.num_rows
+            if self._buffered >= ROW_GROUP_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer and self._writer is not None:
+            self._writer.write_table(pa.Table.from_batches(self._buffer), row_group_size=ROW_GROUP_ROWS)
+            self._buffer, self._buffered = [], 0
 
     def commit(self) -> Path:
         if self._writer is None:
             raise RuntimeError(f"writer for {self.target} is closed")
+        self._flush()
         self._writer.close()
         self._writer = None
         _fsync_and_rename(self._tmp, self.target)
         return self.target
 
     def abort(self) -> None:
+        self._buffer = []
         if self._writer is not None:
             self._writer.close()
             self._writer = None
