@@ -9,7 +9,8 @@ import logging
 import os
 import sys
 
-COMMANDS = ("build_features", "query", "serve", "demo", "warehouse", "resplit", "splits", "train", "runs")
+COMMANDS = ("build_features", "query", "serve", "demo", "warehouse", "resplit", "splits", "train", "runs",
+            "models", "predict", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

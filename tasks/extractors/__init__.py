@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from tasks.errors import SetupError
 from tasks.extractors.base import Extractor
@@ -11,10 +12,11 @@ from tasks.extractors.base import Extractor
 REGISTRY = {
     "mediapipe": ("tasks.extractors.mediapipe", "MediaPipeExtractor"),
     "openface-csv": ("tasks.extractors.openface_csv", "OpenFaceCsvExtractor"),
+    "pyfeat": ("tasks.extractors.pyfeat", "PyFeatExtractor"),
 }
 CHOICES = ("auto", *REGISTRY)
 # What each extractor reads, known without importing it.
-KINDS = {"mediapipe": ("video", "image"), "openface-csv": ("csv",)}
+KINDS = {"mediapipe": ("video", "image"), "openface-csv": ("csv",), "pyfeat": ("video", "image")}
 ALL_KINDS = ("video", "image", "csv")
 
 
@@ -29,9 +31,13 @@ def get_extractor(name: str, **options) -> Extractor:
     return getattr(importlib.import_module(module), cls)(**options)
 
 
-def resolve_auto(name: str, media_kinds: set[str]) -> str:
-    """`auto`: OpenFace CSV import for a source of CSVs only, else MediaPipe (py-feat's detector
-    takes over here once its weights are installed)."""
+def resolve_auto(name: str, media_kinds: set[str], models_dir: Path) -> str:
+    """`auto`: OpenFace CSV import for a source of CSVs only; else py-feat when its weights are
+    in the models directory (the richest feature set), else MediaPipe (weights ship with us)."""
     if name != "auto":
         return name
-    return "openface-csv" if media_kinds == {"csv"} else "mediapipe"
+    if media_kinds == {"csv"}:
+        return "openface-csv"
+    from tasks.pyfeat_weights import weights_present
+
+    return "pyfeat" if weights_present(models_dir) else "mediapipe"
