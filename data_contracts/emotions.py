@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_MAP = Path(__file__).with_name("emotions.csv")
 
@@ -53,7 +55,10 @@ class EmotionMap:
         return self.affects[emotion]
 
 
-def _opt(value: str, cast: type) -> int | float | None:
+T = TypeVar("T")
+
+
+def _opt(value: str, cast: Callable[[str], T]) -> T | None:
     value = value.strip()
     return cast(value) if value else None
 
@@ -72,7 +77,7 @@ def load_emotion_map(path: Path | None = None) -> EmotionMap:
             name = _norm(row["emotion"])
             affects[name] = Affect(
                 name, _opt(row["stress"], int), _opt(row["valence"], float), _opt(row["arousal"], float)
-            )  # type: ignore[arg-type]
+            )
             for alias in [name, *row["aliases"].split("|")]:
                 if alias.strip():
                     aliases[_norm(alias)] = name

@@ -16,6 +16,7 @@ import time
 import uuid
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -147,8 +148,10 @@ def evaluate_task(run_dir: Path, cfg: tr.TrainConfig) -> dict:
 
 def _run_stages(params: TrainParams, run_dir: Path, cfg: tr.TrainConfig) -> list[dict]:
     enabled = [s for s in tr.STAGES if getattr(params, s)]
-    progress = create_progress_artifact(0.0, key="train-progress",
-                                        description=f"train: {', '.join(enabled)}, up to {cfg.epochs} epochs each")
+    # Prefect's async_dispatch types the result as `UUID | Coroutine`; called from this sync flow it
+    # runs synchronously and returns the UUID.
+    progress = cast(uuid.UUID, create_progress_artifact(
+        0.0, key="train-progress", description=f"train: {', '.join(enabled)}, up to {cfg.epochs} epochs each"))
     summaries = []
     for index, stage in enumerate(enabled):
         if stage == "finetune" and params.pseudo_labels:

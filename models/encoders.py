@@ -27,7 +27,7 @@ class PooledMLP(nn.Module):
             blocks += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
             width = hidden
         self.net = nn.Sequential(*blocks)
-        self.out_dim = hidden
+        self.out_dim: int = hidden
 
     def frames(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -49,7 +49,7 @@ class TemporalTransformer(nn.Module):
                                            dropout=dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(hidden)
-        self.out_dim = hidden
+        self.out_dim: int = hidden
 
     def frames(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         steps = x.shape[1]
@@ -68,8 +68,11 @@ class TemporalTransformer(nn.Module):
 ENCODERS = {"mlp": PooledMLP, "transformer": TemporalTransformer}
 
 
+Encoder = PooledMLP | TemporalTransformer
+
+
 def build_encoder(kind: str, n_features: int, hidden: int, layers: int, window: int,
-                  dropout: float) -> nn.Module:
+                  dropout: float) -> Encoder:
     if kind == "mlp":
         return PooledMLP(n_features, hidden, layers, dropout)
     if kind == "transformer":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -35,7 +37,8 @@ def valence_arousal_head(in_dim: int) -> Head:
     """Two outputs: valence and arousal (label scale 0-3). The output bias starts at the scale's
     midpoint so early training fits the spread rather than the offset."""
     head = Head(in_dim, 2)
-    nn.init.constant_(head.net[-1].bias, VA_MIDPOINT)
+    output = cast(nn.Linear, head.net[-1])  # Sequential indexing is typed as plain Module
+    nn.init.constant_(output.bias, VA_MIDPOINT)
     return head
 
 

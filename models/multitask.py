@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models import losses
-from models.encoders import build_encoder
+from models.encoders import Encoder, build_encoder
 from models.heads import ReconstructionHead, emotion_head, stress_head, valence_arousal_head
 
 TASKS = ("emotion", "stress", "valence_arousal")
@@ -43,8 +43,8 @@ class MultiTaskModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config.encoder, config.n_features, config.hidden,
-                                     config.layers, config.window, config.dropout)
+        self.encoder: Encoder = build_encoder(config.encoder, config.n_features, config.hidden,
+                                              config.layers, config.window, config.dropout)
         dim = self.encoder.out_dim
         builders = {
             "emotion": lambda: emotion_head(dim, config.n_emotions),

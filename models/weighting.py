@@ -20,6 +20,8 @@ from torch import nn
 
 
 class FixedWeighting(nn.Module):
+    weights: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, n_tasks: int, weights: Sequence[float] | None = None):
         super().__init__()
         w = torch.tensor(list(weights) if weights is not None else [1.0] * n_tasks)
@@ -32,7 +34,7 @@ class FixedWeighting(nn.Module):
 class UncertaintyWeighting(nn.Module):
     def __init__(self, n_tasks: int):
         super().__init__()
-        self.log_vars = nn.Parameter(torch.zeros(n_tasks))
+        self.log_vars: nn.Parameter = nn.Parameter(torch.zeros(n_tasks))
 
     @property
     def weights(self) -> torch.Tensor:
@@ -44,10 +46,12 @@ class UncertaintyWeighting(nn.Module):
 
 
 class GradNorm(nn.Module):
+    initial: torch.Tensor  # buffer registered in __init__
+
     def __init__(self, n_tasks: int, alpha: float = 1.5, lr: float = 0.025):
         super().__init__()
         self.alpha = alpha
-        self.weights = nn.Parameter(torch.ones(n_tasks), requires_grad=False)
+        self.weights: nn.Parameter = nn.Parameter(torch.ones(n_tasks), requires_grad=False)
         self.register_buffer("initial", torch.full((n_tasks,), float("nan")))
         self.lr = lr
 

@@ -193,7 +193,7 @@ def side_by_side(results: dict) -> list[dict]:
         metrics = [m for m in ("accuracy", "macro_f1", "uar", "f1", "ccc", "mae")
                    if m in results.get("model", {}).get(task, {}) or m in results.get("majority", {}).get(task, {})]
         for metric in metrics:
-            row = {"task": task, "metric": metric}
+            row: dict[str, str | float | None] = {"task": task, "metric": metric}
             for model in ("model", "majority", "logreg"):
                 value = results.get(model, {}).get(task, {}).get(metric)
                 row[model] = None if value is None else round(float(value), 4)

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -22,9 +23,11 @@ import pyarrow.parquet as pq
 from data_contracts import LABELS, QUARANTINE, RUNS, VIDEOS
 from tasks.media import display_path
 from warehouse import Warehouse
-from warehouse.writer import rows_to_table, sweep_temporary, write_atomic
+from warehouse.writer import rows_to_table, sweep_temporary, temporary_key, write_atomic
 
 QUARANTINE_COPY_MAX_BYTES = 256 * 1024 * 1024
+ITEM_TABLES = ("frames", "videos", "labels")  # files keyed by source_id, written under its lock
+STALE_TMP_S = 600
 
 
 def now() -> datetime:
@@ -112,10 +115,22 @@ def record_run(wh: Warehouse, row: dict) -> None:
     write_atomic(wh.file_for("runs", row["run_id"]), rows_to_table(RUNS, [row]))
 
 
+def _abandoned(wh: Warehouse, table: str, tmp: Path) -> bool:
+    """Whether no live writer owns `tmp`: per-item files are written under the item's lock (so a
+    free lock means the writer is gone); other tables' files are small and written in moments."""
+    if table in ITEM_TABLES:
+        with item_lock(wh, temporary_key(tmp), blocking=False) as locked:
+            return locked
+    try:
+        return time.time() - tmp.stat().st_mtime > STALE_TMP_S
+    except FileNotFoundError:
+        return False
+
+
 def sweep_orphans(wh: Warehouse) -> int:
     """Remove leftovers of a killed run: temporary files, and frames files whose item never got
     its videos row. Items locked by a run in progress are left alone."""
-    removed = sum(sweep_temporary(wh.table_dir(t)) for t in wh.tables)
+    removed = sum(sweep_temporary(wh.table_dir(t), lambda tmp, t=t: _abandoned(wh, t, tmp)) for t in wh.tables)
     committed = {p.stem for p in wh.files("videos")}
     for frames_file in wh.files("frames"):
         source_id = frames_file.stem

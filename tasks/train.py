@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -197,7 +198,8 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     """Unit indices for training and validation, stratified by label; classes with fewer than
     three units stay in training. Never touches the test partition."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train: list[int] = []
+    val: list[int] = []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
         take = int(round(len(members) * fraction)) if len(members) >= 3 else 0
@@ -273,14 +275,25 @@ def _snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+class _FitState(TypedDict):
+    """Early-stopping state, saved in every resume point."""
+
+    epoch: int
+    best: dict[str, torch.Tensor]
+    best_weighting: dict[str, torch.Tensor]
+    best_val: float
+    bad: int
+    history: list[dict]
+
+
 def _fit(run_dir: Path, stage: str, model, weighting, train: TensorSet, val: TensorSet | None, step,
          cfg: TrainConfig, lr: float, on_epoch: EpochCallback | None) -> list[dict]:
     """Train with early stopping on `val` (a slice of the training units), saving a resume point
     after every epoch; leaves the best weights in `model`."""
     last = run_dir / f"{stage}_last.pt"
     optimizer = _optimizer(model, weighting, cfg, lr)
-    state = {"epoch": 0, "best": _snapshot(model), "best_weighting": _snapshot(weighting),
-             "best_val": float("inf"), "bad": 0, "history": []}
+    state: _FitState = {"epoch": 0, "best": _snapshot(model), "best_weighting": _snapshot(weighting),
+                        "best_val": float("inf"), "bad": 0, "history": []}
     if last.exists():
         saved = torch.load(last, map_location=next(model.parameters()).device, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -296,8 +309,8 @@ def _fit(run_dir: Path, stage: str, model, weighting, train: TensorSet, val: Ten
                   "val_loss": checked["loss"], "task_losses": trained["parts"],
                   "weights": [float(w) for w in weighting.weights], "frames_per_s": trained["frames_per_s"]}
         if checked["loss"] < state["best_val"] - 1e-6:
-            state.update(best=_snapshot(model), best_weighting=_snapshot(weighting),
-                         best_val=checked["loss"], bad=0)
+            state.update({"best": _snapshot(model), "best_weighting": _snapshot(weighting),
+                          "best_val": checked["loss"], "bad": 0})
         else:
             state["bad"] += 1
         state["epoch"] = epoch + 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,18 @@ def rows_to_table(table: Table, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=table.arrow_schema())
 
 
-def sweep_temporary(directory: Path) -> int:
-    """Remove temporary files left by a killed writer. Returns how many were removed."""
+def temporary_key(tmp: Path) -> str:
+    """The key of the file a temporary file was going to become (`.<key>.parquet.<id>.tmp`)."""
+    return tmp.name[1:].split(".parquet.", 1)[0]
+
+
+def sweep_temporary(directory: Path, can_remove: Callable[[Path], bool]) -> int:
+    """Remove temporary files left by a killed writer, where `can_remove(tmp)` says no live
+    writer still owns them. Returns how many were removed."""
     removed = 0
     for tmp in directory.glob(".*.tmp"):
-        with suppress(FileNotFoundError):
-            tmp.unlink()
-            removed += 1
+        if can_remove(tmp):
+            with suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
     return removed

@@ -57,8 +57,9 @@ def _via_deployment(source: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectflow.settings import load_settings
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from affectflow.settings import load_settings
     from warehouse import Warehouse
     from warehouse.query import run_query
 

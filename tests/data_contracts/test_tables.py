@@ -7,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 from data_contracts import FRAMES, LABELS, VIDEOS, feature_columns, load_emotion_map
-from data_contracts.tables import openface_name
 from data_contracts.gx_suite import expectations
+from data_contracts.tables import openface_name
 from tasks.errors import ItemError
 from tasks.extractors.base import frames_batch
 from tasks.validate import validate_batch

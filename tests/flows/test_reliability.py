@@ -98,7 +98,8 @@ def test_overlapping_runs_and_readers(tmp_path, feat_data, prefect_server, refer
     assert [r.wait() for r in runs] == [0, 0], [r.stderr.read() for r in runs]
     assert reads > 10
     rows = q(home, "select video_id, count(*) n from frames group by 1")
-    assert sorted(r["n"] for r in rows) == [72, 95, 472]  # each video once, none lost
+    quarantined = q(home, "select path, reason from quarantine")
+    assert sorted(r["n"] for r in rows) == [72, 95, 472], quarantined  # each video once, none lost
     assert q(home, "select count(*) n from videos") == [{"n": 3}]
 
 

@@ -90,8 +90,17 @@ def test_streams_in_bounded_batches_and_honours_sampling(mediapipe_models_dir, f
 
 
 def test_settings_choose_the_models_dir(af_home, mediapipe_models_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    from tasks import model_files
+
     MediaPipeExtractor().check_ready()
     monkeypatch.setenv("AFFECTFLOW_MODELS_DIR", str(tmp_path / "empty"))
+    MediaPipeExtractor().check_ready()  # the copy bundled with affectflow is installed there
+    assert (tmp_path / "empty" / "face_landmarker.task").is_file()
+    spec = model_files.MODEL_FILES["mediapipe-face-landmarker"]
+    monkeypatch.setitem(model_files.MODEL_FILES, spec.name, dataclasses.replace(spec, bundled=None))
+    monkeypatch.setenv("AFFECTFLOW_MODELS_DIR", str(tmp_path / "other"))
     with pytest.raises(SetupError, match="face_landmarker.task"):
         MediaPipeExtractor().check_ready()
 
