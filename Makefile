@@ -39,6 +39,7 @@ stop:
 	scripts/services.sh stop
 
 test: install
+	@mkdir -p "$(PREFECT_HOME)"
 	env -u PREFECT_API_URL -u PREFECT_UI_URL $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: install
