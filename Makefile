@@ -12,7 +12,7 @@ export PREFECT_UI_URL ?= http://127.0.0.1:$(PORT)
 export HF_HUB_OFFLINE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint ui serve stop bench clean
+.PHONY: install demo test lint ui serve stop worker bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ ui: serve
 
 stop:
 	scripts/services.sh stop
+
+worker: install   # deployments on the `affectflow` process work pool, and one worker (see docs/scaling.md)
+	@mkdir -p "$(PREFECT_HOME)"
+	scripts/services.sh server
+	$(BIN)/prefect work-pool create affectflow --type process --overwrite
+	AFFECTFLOW_REPO=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
+	AFFECTFLOW_REPO=$(CURDIR) $(BIN)/prefect worker start --pool affectflow
 
 test: install
 	@mkdir -p "$(PREFECT_HOME)"

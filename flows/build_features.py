@@ -41,6 +41,7 @@ from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 
 ExtractorName = Literal["auto", "mediapipe", "openface-csv", "pyfeat"]
+TaskRunnerName = Literal["thread", "process", "dask"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
 
 
@@ -91,6 +92,29 @@ def _summary(results: list[dict], seconds: float) -> dict[str, Any]:
         "frames_per_s": round(frames / seconds, 2) if frames and seconds > 0 else None,
         "seconds": round(seconds, 2), "quarantine_reasons": dict(reasons.most_common(10)),
     }
+
+
+def _task_runner(kind: str, workers: int, dask_address: str | None):
+    """The task runner that fans items out: threads (default), processes, or Dask (an existing
+    scheduler at `dask_address`, or a local cluster of `workers` single-threaded processes)."""
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+    if kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "process":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+@flow(name="extract-items", validate_parameters=False)
+def extract_items(items: list[MediaItem], ctx: BuildContext, workers: int) -> list[dict]:
+    """Subflow that runs on the chosen task runner (its own, so build-features can pick one per run)."""
+    return _run_items(items, ctx, workers)
 
 
 def _run_items(items: list[MediaItem], ctx: BuildContext, workers: int) -> list[dict]:
@@ -145,6 +169,8 @@ def build_features(
     min_confidence: Annotated[float, Field(ge=0, le=1, description="OpenFace rows below this are blanked")] = 0.7,
     num_faces: Annotated[int, Field(ge=1, le=16, description="Faces tracked per frame (MediaPipe, py-feat)")] = 1,
     workers: Annotated[int, Field(ge=1, le=64, description="Items extracted at once")] = 2,
+    task_runner: Annotated[TaskRunnerName, Field(description="thread, process, or dask (local cluster, or dask_address)")] = "thread",
+    dask_address: Annotated[str | None, Field(description="An existing Dask scheduler, e.g. tcp://10.0.0.5:8786")] = None,
     force: Annotated[bool, Field(description="Re-extract items already in the warehouse")] = False,
 ) -> dict[str, Any]:
     started_at, t0 = now(), time.perf_counter()
@@ -163,11 +189,14 @@ def build_features(
     options = ExtractOptions(fps=fps, max_frames=max_frames, min_confidence=min_confidence)
     ctx = _context(source, labels, chosen, options, num_faces, force, run_id)
     get_extractor(chosen, **ctx.extractor_options).check_ready()
-    results = _manifest_problems(wh, ctx.manifest, run_id) + _run_items(items, ctx, workers)
+    runner = _task_runner(task_runner, workers, dask_address)
+    fan_out = extract_items.with_options(task_runner=runner, flow_run_name=f"extract {len(items)} items ({task_runner})")
+    results = _manifest_problems(wh, ctx.manifest, run_id) + fan_out(items, ctx, workers)
     failpoint("flow-end")
     summary = {"run_id": run_id, "extractor": chosen, **_summary(results, time.perf_counter() - t0)}
     params = {"source": source, "labels": labels, "extractor": extractor, "fps": fps, "max_frames": max_frames,
-              "min_confidence": min_confidence, "num_faces": num_faces, "force": force}
+              "min_confidence": min_confidence, "num_faces": num_faces, "force": force,
+              "task_runner": task_runner, "dask_address": dask_address}
     _finish(wh, summary, params, started_at, results)
     return summary
 

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-faces", type=int, default=1, help="faces per frame (MediaPipe)")
     p.add_argument("--workers", type=int, default=2, help="items extracted at once")
     p.add_argument("--force", action="store_true", help="re-extract items already loaded")
+    p.add_argument("--task-runner", choices=("thread", "process", "dask"), default="thread",
+                   help="how items fan out: threads, processes, or a Dask cluster (default thread)")
+    p.add_argument("--dask-address", help="an existing Dask scheduler (default: start a local cluster)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)
 
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     params = {"source": args.source, "labels": args.labels, "extractor": args.extractor or settings.extractor,
               "fps": args.fps, "max_frames": args.max_frames,
               "min_confidence": settings.min_confidence if args.min_confidence is None else args.min_confidence,
-              "num_faces": args.num_faces, "workers": args.workers, "force": args.force}
+              "num_faces": args.num_faces, "workers": args.workers, "force": args.force,
+              "task_runner": args.task_runner, "dask_address": args.dask_address}
     try:
         summary = build_features(**params)
     except (SetupError, ValueError, OSError) as exc:
