@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from affectflow.settings import load_settings
 from tasks import evaluate as ev
 from tasks import train as tr
+from tasks.faults import failpoint
 from tasks.report import publish_report_artifact
 from warehouse import Warehouse
 from warehouse.catalog import connect, refresh_catalog
@@ -121,6 +122,7 @@ def _progress_callback(progress_id, offset: int, total: int):
     logger = get_run_logger()
 
     def on_epoch(stage: str, epoch: int, epochs: int, record: dict) -> None:
+        failpoint("train-epoch", f"{stage}:{epoch}")  # after the epoch's checkpoint is written
         logger.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, %.0f frames/s",
                     stage, epoch, epochs, record["train_loss"], record["val_loss"], record["frames_per_s"])
         if progress_id is not None:

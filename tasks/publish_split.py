@@ -35,6 +35,7 @@ from data_contracts.splits import (
     check_split,
 )
 from tasks.errors import TransientError
+from tasks.faults import failpoint
 from tasks.split import Assignment, SplitError, SplitSpec, fingerprint, split_units, unit_labels
 from warehouse.catalog import connect, refresh_catalog
 from warehouse.layout import Warehouse
@@ -233,6 +234,7 @@ def _write_version(wh: Warehouse, outcome: SplitOutcome, mode: str, lineage: dic
     passed = outcome.contract.passed
     if passed:
         write_atomic(wh.file_for("splits", split_id), _splits_table(split_id, split))
+        failpoint("split-written", split_id)  # a kill here must leave the previous split current
     per_part = split["partition"].value_counts()
     record = {
         "split_id": split_id, "created_at": now, "status": "published" if passed else "rejected",
