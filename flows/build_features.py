@@ -189,6 +189,9 @@ def build_features(
     options = ExtractOptions(fps=fps, max_frames=max_frames, min_confidence=min_confidence)
     ctx = _context(source, labels, chosen, options, num_faces, force, run_id)
     get_extractor(chosen, **ctx.extractor_options).check_ready()
+    if ctx.manifest and ctx.manifest.problems:  # a row naming an unknown emotion quarantines its file
+        bad_rows = {path for path, _ in ctx.manifest.problems}
+        items = [i for i in items if i.path not in bad_rows]
     runner = _task_runner(task_runner, workers, dask_address)
     fan_out = extract_items.with_options(task_runner=runner, flow_run_name=f"extract {len(items)} items ({task_runner})")
     results = _manifest_problems(wh, ctx.manifest, run_id) + fan_out(items, ctx, workers)

@@ -116,3 +116,21 @@ def _partial_sums():
 
     sizes = [472, 72, 95, 169, 169]
     return [c for r in range(len(sizes) + 1) for c in combinations(sizes, r)]
+
+
+def test_manifest_labels_and_problems(af_home, prefect_api, shared_dir, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("single_face.csv", "no_face.csv"):
+        (media / name).write_text((shared_dir / "fixtures/openface/mode_A" / name).read_text())
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("path,emotion,subject_id,arousal\nmedia/single_face.csv,Anger,s7,2.5\n"
+                        "media/no_face.csv,bored,,\nmedia/gone.csv,sad,,\n")
+    summary = build_features(source=str(media), labels=str(manifest))
+    assert (summary["loaded"], summary["quarantined"]) == (1, 2)  # a bad manifest row keeps its file out
+    assert q(af_home, "select emotion, subject_id, stress, valence, arousal, label_source from labels "
+                      "where emotion is not null") == [
+        {"emotion": "angry", "subject_id": "s7", "stress": 1, "valence": 1.0, "arousal": 2.5, "label_source": "manifest"}]
+    reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in q(af_home, "select path, reason from quarantine")}
+    assert reasons["gone.csv"] == "manifest labels.csv line 4: file not found"
+    assert reasons["no_face.csv"].startswith("manifest labels.csv line 3: unknown emotion 'bored'")
