@@ -19,6 +19,7 @@ ENV_DOCS = {
     "AFFECTFLOW_TIMEZONE": "timezone of the nightly re-split schedule (default UTC)",
     "AFFECTFLOW_QUERY_TIMEOUT": "seconds before `affectflow query` gives up (default 300)",
     "AFFECTFLOW_OFFLINE": "1 to never download model weights (default 0)",
+    "AFFECTFLOW_WAREHOUSE_URL": "where the Parquet tree lives, e.g. s3://bucket/prefix (default $AFFECTFLOW_HOME/parquet)",
 }
 
 
@@ -32,6 +33,7 @@ class Settings:
     timezone: str
     query_timeout_s: float
     offline: bool
+    warehouse_url: str | None = None
 
     @property
     def parquet_dir(self) -> Path:
@@ -75,4 +77,5 @@ def load_settings() -> Settings:
         timezone=env.get("AFFECTFLOW_TIMEZONE", "UTC").strip() or "UTC",
         query_timeout_s=_float("AFFECTFLOW_QUERY_TIMEOUT", 300.0),
         offline=env.get("AFFECTFLOW_OFFLINE", "0").strip().lower() in {"1", "true", "yes"},
+        warehouse_url=env.get("AFFECTFLOW_WAREHOUSE_URL", "").strip() or None,
     )

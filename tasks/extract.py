@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from data_contracts import CONTRACT_VERSION, FRAMES, EmotionMap
 from tasks.errors import ItemError, TransientError
@@ -27,6 +26,7 @@ from tasks.load import commit_item, item_lock, loaded_config, now, quarantine_it
 from tasks.media import MediaItem, check_path_name, content_hash, display_path, probe
 from tasks.validate import validate_batch
 from warehouse import Warehouse
+from warehouse.storage import read_table
 from warehouse.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,6 @@ def process_item(item: MediaItem, ctx: BuildContext) -> ItemResult:
 
 def _refresh_labels(wh: Warehouse, item: MediaItem, source_id: str, label: Label) -> None:
     """A skipped item still gets today's labels (a manifest may have changed)."""
-    videos = pq.read_table(wh.file_for("videos", source_id))
+    videos = read_table(wh.file_for("videos", source_id))
     video_ids = videos.column("video_id").to_pylist()
     commit_item(wh, item.path, source_id, videos.to_pylist(), _label_rows(video_ids, source_id, label))

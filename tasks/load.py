@@ -9,6 +9,7 @@ the same file names, so the warehouse ends up as after an uninterrupted run.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
@@ -18,11 +19,10 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from data_contracts import LABELS, QUARANTINE, RUNS, VIDEOS
 from tasks.media import display_path
 from warehouse import Warehouse
+from warehouse.storage import read_table, settled
 from warehouse.writer import rows_to_table, sweep_temporary, temporary_key, write_atomic
 
 QUARANTINE_COPY_MAX_BYTES = 256 * 1024 * 1024
@@ -40,7 +40,11 @@ def item_id(path: Path) -> str:
 
 @contextmanager
 def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive per-item file lock, so overlapping runs never write one item at once."""
+    """An exclusive per-item file lock, so overlapping runs never write one item at once.
+
+    It lives under `home`, so it excludes the processes of one machine (or of all machines that
+    share `home` on a filesystem with `flock`). Machines that share only an object-store
+    warehouse are not kept apart by it (see docs/scaling.md, "Not done yet")."""
     lock_dir = wh.home / "locks" / "items"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "w") as fh:
@@ -60,7 +64,7 @@ def loaded_config(wh: Warehouse, source_id: str) -> str | None:
     path = wh.file_for("videos", source_id)
     if not (path.exists() and wh.file_for("frames", source_id).exists()):
         return None
-    table = pq.read_table(path, columns=["config_hash", "contract_version"])
+    table = read_table(path, columns=["config_hash", "contract_version"])
     if table.num_rows == 0:
         return None
     return f"{table['config_hash'][0].as_py()}|{table['contract_version'][0].as_py()}"
@@ -130,14 +134,16 @@ def _abandoned(wh: Warehouse, table: str, tmp: Path) -> bool:
 def sweep_orphans(wh: Warehouse) -> int:
     """Remove leftovers of a killed run: temporary files, and frames files whose item never got
     its videos row. Items locked by a run in progress are left alone."""
-    removed = sum(sweep_temporary(wh.table_dir(t), lambda tmp, t=t: _abandoned(wh, t, tmp)) for t in wh.tables)
+    removed = 0
+    for table in wh.tables:
+        removed += sweep_temporary(wh.table_dir(table), functools.partial(_abandoned, wh, table))
     committed = {p.stem for p in wh.files("videos")}
     for frames_file in wh.files("frames"):
         source_id = frames_file.stem
         if source_id in committed:
             continue
         with item_lock(wh, source_id, blocking=False) as locked:
-            if locked and not wh.file_for("videos", source_id).exists():
+            if locked and not wh.file_for("videos", source_id).exists() and settled(frames_file, STALE_TMP_S):
                 with suppress(FileNotFoundError):
                     frames_file.unlink()
                     removed += 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.layout import Warehouse
+from warehouse.storage import register
 
 VIEWS_DIR = Path(__file__).with_name("views")
 
@@ -46,6 +47,7 @@ def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnect
     """An in-memory connection with every warehouse view; it holds no lock on any file."""
     wh.init()
     con = duckdb.connect(":memory:")
+    register(con, wh.root)
     if threads:
         con.execute(f"SET threads={int(threads)}")
     create_views(con, wh)
@@ -61,6 +63,7 @@ def refresh_catalog(wh: Warehouse, attempts: int = 20, wait_s: float = 0.25) -> 
     for _ in range(attempts):
         try:
             with duckdb.connect(str(wh.catalog_path)) as con:
+                register(con, wh.root)
                 create_views(con, wh)
             return True
         except duckdb.IOException as exc:  # the file is locked by another process

@@ -2,6 +2,8 @@
 
 A rename within one directory is atomic on POSIX, so readers see the old file or the new one,
 never half of either. Temporary files start with `.` so the `*.parquet` globs never match them.
+An object-store target (`warehouse.storage.ObjectPath`) has no rename: its temporary file is
+local and is uploaded as one object, which the store makes visible whole or not at all.
 """
 
 from __future__ import annotations
@@ -11,20 +13,24 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_contracts.columns import Table
+from warehouse.storage import ObjectPath, StoragePath, staging_path, upload
 
 COMPRESSION = "zstd"
 # Rows per Parquet row group. Few, large row groups keep the file footer (one entry per column per
 # row group, ~800 columns in `frames`) small; the writer buffers at most one row group.
 ROW_GROUP_ROWS = 32_768
+Target = TypeVar("Target", bound=StoragePath)  # a local Path in, a local Path out
 
 
-def _tmp_path(target: Path) -> Path:
+def _tmp_path(target: StoragePath) -> Path:
+    if isinstance(target, ObjectPath):
+        return staging_path(target, uuid.uuid4().hex[:8])
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
 
 
@@ -37,13 +43,22 @@ def _fsync_and_rename(tmp: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def write_atomic(target: Path, table: pa.Table) -> Path:
+def _publish(tmp: Path, target: StoragePath) -> None:
+    """Make the finished temporary file the target: rename it, or upload it as one object."""
+    if isinstance(target, ObjectPath):
+        upload(tmp, target)
+        tmp.unlink()
+    else:
+        _fsync_and_rename(tmp, target)
+
+
+def write_atomic(target: Target, table: pa.Table) -> Target:
     """Write one Arrow table to `target` atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_path(target)
     try:
         pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
-        _fsync_and_rename(tmp, target)
+        _publish(tmp, target)
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
@@ -57,7 +72,7 @@ class PartitionWriter:
     hidden temporary file, which `sweep_temporary` removes on the next run.
     """
 
-    def __init__(self, target: Path, schema: pa.Schema):
+    def __init__(self, target: StoragePath, schema: pa.Schema):
         self.target = target
         self.schema = schema
         self.rows = 0
@@ -84,13 +99,13 @@ class PartitionWriter:
             self._writer.write_table(pa.Table.from_batches(self._buffer), row_group_size=ROW_GROUP_ROWS)
             self._buffer, self._buffered = [], 0
 
-    def commit(self) -> Path:
+    def commit(self) -> StoragePath:
         if self._writer is None:
             raise RuntimeError(f"writer for {self.target} is closed")
         self._flush()
         self._writer.close()
         self._writer = None
-        _fsync_and_rename(self._tmp, self.target)
+        _publish(self._tmp, self.target)
         return self.target
 
     def abort(self) -> None:
@@ -124,9 +139,12 @@ def temporary_key(tmp: Path) -> str:
     return tmp.name[1:].split(".parquet.", 1)[0]
 
 
-def sweep_temporary(directory: Path, can_remove: Callable[[Path], bool]) -> int:
+def sweep_temporary(directory: StoragePath, can_remove: Callable[[Path], bool]) -> int:
     """Remove temporary files left by a killed writer, where `can_remove(tmp)` says no live
-    writer still owns them. Returns how many were removed."""
+    writer still owns them. Returns how many were removed. (An object store holds none: its
+    writers stage in local temporary files and upload whole objects.)"""
+    if isinstance(directory, ObjectPath):
+        return 0
     removed = 0
     for tmp in directory.glob(".*.tmp"):
         if can_remove(tmp):

@@ -38,16 +38,15 @@ def test_worker_on_a_process_pool_runs_build_features(prefect_server, tmp_path, 
     deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "affectflow"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "worker.log", "w") as log:
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "affectflow"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         run = run_cli(["prefect", "deployment", "run", "build-features/default", "--param",
                        f"source={shared_dir / 'fixtures/openface/mode_A/single_face.csv'}", "--watch"], env=env)
         assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         _stop(worker)
-        log.close()
     rows = run_query(Warehouse(tmp_path / "home"), "select count(*) n from frames").to_pylist()
     assert rows == [{"n": 72}]
     schedule = run_cli(["prefect", "deployment", "inspect", "resplit/nightly"], env=env)
