@@ -111,34 +111,28 @@ def _task_runner(kind: str, workers: int, dask_address: str | None):
                                           "dashboard_address": None})
 
 
-@flow(name="extract-items", validate_parameters=False)
-def extract_items(items: list[MediaItem], ctx: BuildContext, workers: int) -> list[dict]:
-    """Subflow that runs on the chosen task runner (its own, so build-features can pick one per run)."""
-    return _run_items(items, ctx, workers)
-
-
-def _run_items(items: list[MediaItem], ctx: BuildContext, workers: int) -> list[dict]:
+def _run_items(items: list[MediaItem], ctx: BuildContext, workers: int, runner) -> list[dict]:
     """Submit one task per item, at most `workers` in flight, updating a progress artifact
     (and a progress bar when the CLI runs on a terminal)."""
     progress = create_progress_artifact(0.0, description=f"build-features: {len(items)} items")
     results: list[dict] = []
     pending = list(items)
     running: list = []
-    with progress_bar(len(items), "build-features", unit="items") as bar:
+    with runner, progress_bar(len(items), "build-features", unit="items") as bar:
         while pending or running:
             finished = len(results)
-            running = _step(pending, running, ctx, workers, results, bar)
+            running = _step(pending, running, ctx, workers, results, bar, runner)
             if progress and len(results) > finished:
                 update_progress_artifact(progress, 100.0 * len(results) / len(items))  # type: ignore[arg-type]
     return results
 
 
 def _step(pending: list[MediaItem], running: list, ctx: BuildContext, workers: int,
-          results: list[dict], bar) -> list:
+          results: list[dict], bar, runner) -> list:
     """Top up the running tasks, wait for at least one, record what finished."""
     logger = get_run_logger()
     while pending and len(running) < workers:
-        running.append(extract_item.submit(pending.pop(0), ctx))
+        running.append(runner.submit(extract_item, parameters={"item": pending.pop(0), "ctx": ctx}))
     done, not_done = wait(running, timeout=None if len(running) < workers and not pending else 1)
     for future in done:
         r = _result_of(future)
@@ -193,8 +187,7 @@ def build_features(
         bad_rows = {path for path, _ in ctx.manifest.problems}
         items = [i for i in items if i.path not in bad_rows]
     runner = _task_runner(task_runner, workers, dask_address)
-    fan_out = extract_items.with_options(task_runner=runner, flow_run_name=f"extract {len(items)} items ({task_runner})")
-    results = _manifest_problems(wh, ctx.manifest, run_id) + fan_out(items, ctx, workers)
+    results = _manifest_problems(wh, ctx.manifest, run_id) + _run_items(items, ctx, workers, runner)
     failpoint("flow-end")
     summary = {"run_id": run_id, "extractor": chosen, **_summary(results, time.perf_counter() - t0)}
     params = {"source": source, "labels": labels, "extractor": extractor, "fps": fps, "max_frames": max_frames,
