@@ -54,7 +54,7 @@ lint: install
 	$(BIN)/mypy flows tasks models warehouse data_contracts
 
 bench: install
-	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: stop
 	rm -rf $(AFFECTFLOW_HOME)

@@ -119,14 +119,21 @@ def main() -> None:
         child(args)
         return
     results = {side: measure(side, args) for side in ("raw", "raw-all-cores", "ours")}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import write_results
     print(f"{args.frames} frames of {_video().name}, weights: {results['ours']['weights']}, "
           f"batch {args.batch}, detect_every {args.detect_every}, detect_max_side {args.detect_max_side}")
     for side, r in results.items():
         print(f"  {side:<14} {r['frames_per_s']:6.2f} frames/s  peak RSS {r['peak_rss_mb']:7.0f} MB  rows {r['rows']}")
     ours = results["ours"]
+    ratios = {}
     for base in ("raw", "raw-all-cores"):
-        print(f"  ours / {base:<14} speed x{ours['frames_per_s'] / results[base]['frames_per_s']:.2f}  "
-              f"peak RSS x{ours['peak_rss_mb'] / results[base]['peak_rss_mb']:.2f}")
+        ratios[base] = {"speed": ours["frames_per_s"] / results[base]["frames_per_s"],
+                        "peak_rss": ours["peak_rss_mb"] / results[base]["peak_rss_mb"]}
+        print(f"  ours / {base:<14} speed x{ratios[base]['speed']:.2f}  peak RSS x{ratios[base]['peak_rss']:.2f}")
+    write_results("pyfeat", {"video": _video().name, "frames": args.frames, "batch": args.batch,
+                             "detect_every": args.detect_every, "detect_max_side": args.detect_max_side,
+                             "runs": results, "ours_over": ratios})
 
 
 if __name__ == "__main__":

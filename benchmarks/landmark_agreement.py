@@ -11,6 +11,7 @@ per axis, and MediaPipe's frames/s next to OpenCV decoding alone (the baseline, 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from tasks.landmark_agreement import compare_with_openface
 from tasks.media import MediaItem, iter_frames
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _common import write_results  # noqa: E402
+
 VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "face_noface.mov", "noface_face.mov")
 
 
@@ -55,7 +59,7 @@ def mirrored(frames: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def report(name: str, frames: pd.DataFrame, csv: Path, fps: float, baseline: float) -> None:
+def report(name: str, frames: pd.DataFrame, csv: Path, fps: float, baseline: float) -> dict:
     good = compare_with_openface(frames, csv)
     wrong = compare_with_openface(mirrored(frames), csv)
     pose = "  ".join(f"{k[5:]} {v:.3f}" for k, v in good.pose_r_mad.items())
@@ -65,6 +69,10 @@ def report(name: str, frames: pd.DataFrame, csv: Path, fps: float, baseline: flo
     print(f"  pose |diff| rad: {pose}   mm: {trans}")
     print(f"  MediaPipe {fps:6.1f} frames/s   OpenCV decode alone {baseline:6.1f} frames/s "
           f"(MediaPipe at {fps / baseline:.2f}x of decode speed)")
+    return {"frames": len(frames), "face_rate": float(frames["success"].mean()), "compared": good.n,
+            "nme_median": good.median, "nme_p90": good.p90, "nme_median_mirrored_map": wrong.median,
+            "pose_r_mad_rad": dict(good.pose_r_mad), "pose_t_mad_mm": dict(good.pose_t_mad),
+            "mediapipe_frames_per_s": fps, "decode_frames_per_s": baseline, "ratio_to_decode": fps / baseline}
 
 
 def main() -> None:
@@ -75,6 +83,7 @@ def main() -> None:
     settings = load_settings()
     extractor = MediaPipeExtractor(models_dir=settings.models_dir, offline=settings.offline)
     extractor.check_ready()
+    figures = {}
     for name in VIDEOS:
         csv = args.openface_dir / (Path(name).stem + ".csv")
         if not csv.exists():
@@ -83,7 +92,8 @@ def main() -> None:
         item = MediaItem(_feat_data() / name, "video")
         baseline = decode_fps(item)
         frames, fps = extract(extractor, item)
-        report(name, frames, csv, fps, baseline)
+        figures[name] = report(name, frames, csv, fps, baseline)
+    write_results("landmark_agreement", figures)
 
 
 if __name__ == "__main__":

