@@ -222,7 +222,8 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at, results: lis
         description="build-features summary",
     )
     try:
-        from tasks.report import publish_report_artifact  # imported here: it pulls in torch (~600 MB)
+        # imported here, not at the top: the report pulls in torch (~600 MB per extraction process)
+        from tasks.report import publish_report_artifact
 
         publish_report_artifact(home=wh.home)
     except Exception as exc:  # the report is a convenience; a failure must not fail the build
