@@ -35,10 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    args_seen = sys.argv[1:] if argv is None else argv
+    if not {"-v", "--verbose"} & set(args_seen) and "serve" not in args_seen:
+        # Commands report progress and errors themselves, one line each. Prefect's console
+        # output (and its tracebacks for a failed run) appears with -v; its logs still go to the
+        # Prefect server, so the UI shows every run's log.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose and args.command != "serve":  # libraries' records propagate to this handler too
+        for handler in logging.getLogger().handlers:
+            if type(handler) is logging.StreamHandler:  # ours from basicConfig, not a host's (e.g. pytest)
+                handler.setLevel(logging.CRITICAL)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

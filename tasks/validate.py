@@ -15,6 +15,8 @@ from tasks.errors import ItemError
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
+# This GX module pins its own logger to INFO and announces a temporary docs folder per context.
+logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
 _lock = threading.Lock()
 _run_lock = threading.Lock()
