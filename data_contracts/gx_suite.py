@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import great_expectations.expectations as gxe
 from great_expectations.core import ExpectationSuite
 
-from data_contracts.columns import Table
+from data_contracts.columns import Column, Table
 
 
-def expectations(table: Table) -> list:
-    out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=table.names)]
-    for c in table.columns:
+def ruled(column: Column) -> bool:
+    """Whether the contract states a row rule for this column (not-null, allowed values, range)."""
+    return not column.nullable or column.allowed is not None or column.range is not None
+
+
+def expectations(table: Table, columns: Sequence[str] | None = None) -> list:
+    """One expectation per declared rule: columns in order, not-null, allowed values, ranges.
+    `columns` limits the suite to those columns (in table order); the column-list rule then
+    checks exactly those."""
+    chosen = [c for c in table.columns if columns is None or c.name in set(columns)]
+    out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=[c.name for c in chosen])]
+    for c in chosen:
         if not c.nullable:
             out.append(gxe.ExpectColumnValuesToNotBeNull(column=c.name))
         if c.allowed is not None:
@@ -21,9 +32,9 @@ def expectations(table: Table) -> list:
     return out
 
 
-def build_suite(table: Table) -> ExpectationSuite:
-    """One expectation per declared rule: columns in order, not-null, allowed values, ranges."""
-    suite = ExpectationSuite(name=f"affectflow.{table.name}")
-    for expectation in expectations(table):
+def build_suite(table: Table, columns: Sequence[str] | None = None, name: str | None = None) -> ExpectationSuite:
+    """The suite of `expectations(table, columns)`."""
+    suite = ExpectationSuite(name=name or f"affectflow.{table.name}")
+    for expectation in expectations(table, columns):
         suite.add_expectation(expectation)
     return suite

@@ -99,3 +99,12 @@ def test_emotion_map_aliases_and_research_defaults():
     assert (emotions.defaults("angry").stress, emotions.defaults("angry").valence, emotions.defaults("angry").arousal) == (1, 1.0, 2.0)
     assert (emotions.defaults("neutral").stress, emotions.defaults("neutral").valence) == (0, 1.5)
     assert emotions.defaults("fear").stress is None
+
+
+def test_validation_checks_only_columns_this_batch_fills():
+    from tasks.validate import checked_columns
+
+    columns = checked_columns(FRAMES, _batch(AU12_r=2.5))
+    assert "AU12_r" in columns and "AU01_r" not in columns  # AU01_r is null in every row
+    assert {"video_id", "frame", "success"} <= set(columns)  # not-null rules always run
+    assert len(columns) < len(expectations(FRAMES)) / 4
