@@ -18,6 +18,10 @@ Queries (warm OS cache, best of 2, and the first run): a per-video aggregate, a 
   views+cache  the same with DuckDB's `parquet_metadata_cache` on (footers parsed once per connection)
   native       DuckDB tables in a database file, loaded from the same Parquet files (the 184
                filled columns of `frames`: the 616 all-null ones cost load time, no query time)
+  snapshot     the design in use: `connect()` with the native-table snapshot that each writing
+               flow publishes (`warehouse.snapshot`, all 800 columns, attached read-only), and
+  snapshot+1   the same with one video written after the snapshot (read from its Parquet file)
+and the cost of publishing: the first (full) snapshot, and an incremental one after one new video.
 DuckDB gets the same threads (all cores) and memory limit in every layout.
 """
 
@@ -40,7 +44,7 @@ from _common import header, scratch_dir, write_results  # noqa: E402
 
 from data_contracts import FRAMES, LABELS  # noqa: E402
 from data_contracts.tables import OPENFACE_AUS_C, OPENFACE_AUS_R  # noqa: E402
-from warehouse import Warehouse  # noqa: E402
+from warehouse import Warehouse, snapshot  # noqa: E402
 from warehouse.catalog import connect  # noqa: E402
 from warehouse.writer import rows_to_table, write_atomic  # noqa: E402
 
@@ -155,7 +159,7 @@ def _tune(con) -> None:
 
 
 def view_connection(home: Path, cache: bool):
-    con = connect(Warehouse(home))
+    con = connect(Warehouse(home), use_snapshot=False)
     _tune(con)
     if cache:
         con.execute("SET parquet_metadata_cache=true")
@@ -179,6 +183,37 @@ def native_connection(home: Path, db: Path) -> tuple[object, dict]:
     seconds = time.perf_counter() - started
     rows = con.execute("SELECT count(*) FROM frames").fetchall()[0][0]
     return con, {"load_s": seconds, "rows_per_s": rows / seconds, "db_mb": db.stat().st_size / 2**20}
+
+
+def snapshot_layouts(home: Path, vid: str, frames: int) -> tuple[dict, dict]:
+    """Queries through `connect()` on a freshly published snapshot, then with one video newer
+    than it; the publish times (full, then incremental) go in the second dict."""
+    shutil.rmtree(home / "snapshots", ignore_errors=True)
+    wh = Warehouse(home)
+    started = time.perf_counter()
+    snapshot.publish(wh)
+    cost = {"full_publish_s": time.perf_counter() - started,
+            "snapshot_mb": snapshot.current(wh).stat().st_size / 2**20}
+    layouts = {"snapshot": time_queries(_tuned(connect(wh)), vid)}
+    extra = video_id(20_000_000)
+    block = feature_block(frames, np.random.default_rng(3))
+    write_atomic(wh.file_for("frames", extra), frames_table(extra, block))
+    write_atomic(wh.file_for("labels", extra), rows_to_table(LABELS, [{"video_id": extra, "source_id": extra,
+                                                                        "emotion": "sad", "label_source": "folder"}]))
+    try:
+        layouts["snapshot+1"] = time_queries(_tuned(connect(wh)), vid)
+        started = time.perf_counter()
+        snapshot.publish(wh)
+        cost["incremental_publish_s"] = time.perf_counter() - started
+    finally:
+        wh.file_for("frames", extra).unlink()
+        wh.file_for("labels", extra).unlink()
+    return layouts, cost
+
+
+def _tuned(con):
+    _tune(con)
+    return con
 
 
 def time_queries(con, vid: str, repeat: int = 2) -> dict:
@@ -211,19 +246,23 @@ def bench_size(rows: int, videos: int, data_dir: Path) -> dict:
     layouts["native"] = time_queries(con, vid)
     con.close()
     (data_dir / f"native_{rows}.duckdb").unlink(missing_ok=True)
+    snap_layouts, publish = snapshot_layouts(home, vid, frames)
+    layouts.update(snap_layouts)
     print(f"  Parquet {parquet_mb:,.0f} MB; native load {load['load_s']:.1f} s ({load['rows_per_s']:,.0f} rows/s), "
           f"database file {load['db_mb']:,.0f} MB")
+    print(f"  snapshot: first publish {publish['full_publish_s']:.1f} s ({publish['snapshot_mb']:,.0f} MB), "
+          f"after one new video {publish['incremental_publish_s']:.1f} s")
     _print_queries(layouts)
     return {"videos": videos, "frames_per_video": frames, "parquet_mb": parquet_mb, "ingest": ingest,
-            "native_load": load, "queries": layouts}
+            "native_load": load, "snapshot_publish": publish, "queries": layouts}
 
 
 def _print_queries(layouts: dict) -> None:
-    print(f"  {'query':<24}" + "".join(f"{k + ' best/first s':>26}" for k in layouts) + f"{'views / native':>16}")
+    print(f"  {'query':<24}" + "".join(f"{k + ' best/first s':>26}" for k in layouts) + f"{'views / snapshot':>18}")
     for query in QUERIES:
         cells = "".join(f"{layouts[k][query]['best_s']:>16.3f} / {layouts[k][query]['first_s']:<7.3f}" for k in layouts)
-        ratio = layouts["views"][query]["best_s"] / layouts["native"][query]["best_s"]
-        print(f"  {query:<24}{cells}{ratio:>15.1f}x")
+        ratio = layouts["views"][query]["best_s"] / layouts["snapshot"][query]["best_s"]
+        print(f"  {query:<24}{cells}{ratio:>17.1f}x")
 
 
 def verdict(results: dict) -> dict:

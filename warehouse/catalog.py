@@ -1,7 +1,9 @@
 """DuckDB over the Parquet tree: view DDL, read connections, and the catalog file.
 
 Readers never open the catalog file: `connect()` builds an in-memory DuckDB whose views point at
-the Parquet files, so no writer's file lock can block a query. The catalog file
+the Parquet files, so no writer's file lock can block a query; `frames` reads the latest
+native-table snapshot (`warehouse.snapshot`, read-only) plus whatever Parquet changed since. The
+catalog file
 `warehouse.duckdb` holds the same views for people who open DuckDB directly
 (`duckdb -readonly .affectflow/warehouse.duckdb`); flows only touch it to refresh the views.
 """
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from warehouse import snapshot
 from warehouse.layout import Warehouse
 from warehouse.storage import register
 
@@ -36,29 +39,36 @@ def derived_view_sql() -> list[str]:
     return [p.read_text(encoding="utf-8") for p in sorted(VIEWS_DIR.glob("*.sql"))]
 
 
-def create_views(con: duckdb.DuckDBPyConnection, wh: Warehouse) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, wh: Warehouse, use_snapshot: bool = False) -> None:
     for sql in table_view_sql(wh):
         con.execute(sql)
+    if use_snapshot:
+        delta = snapshot.attach(con, wh)
+        if delta is not None:
+            con.execute(snapshot.frames_view_sql(con, delta))
     for sql in derived_view_sql():
         con.execute(sql)
 
 
-def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory connection with every warehouse view; it holds no lock on any file."""
+def connect(wh: Warehouse, threads: int | None = None, use_snapshot: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with every warehouse view; it holds no write lock on any file
+    (the snapshot, when there is one, is attached read-only)."""
     wh.init()
     con = duckdb.connect(":memory:")
     register(con, wh.root)
     if threads:
         con.execute(f"SET threads={int(threads)}")
-    create_views(con, wh)
+    create_views(con, wh, use_snapshot=use_snapshot)
     return con
 
 
 def refresh_catalog(wh: Warehouse, attempts: int = 20, wait_s: float = 0.25) -> bool:
-    """Rewrite the views in the catalog file. Best effort: a reader that holds the file open
+    """Publish a new `frames` snapshot (see `warehouse.snapshot`), then rewrite the views in the
+    catalog file. Best effort: a reader that holds the file open
     (e.g. a DuckDB shell) blocks the write lock, in which case the views already there stay
     (they read the Parquet files, so they still see new data) and this returns False."""
     wh.init()
+    snapshot.publish(wh)
     last: Exception | None = None
     for _ in range(attempts):
         try:

@@ -11,8 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "warehouse", help="show where the warehouse is and what it holds; rebuild its catalog",
         description="`info` lists each table with its row count and files; `rebuild` rewrites the "
-        "DuckDB catalog file (views over the Parquet files) from the contract — any machine can "
-        "rebuild it from the Parquet alone.")
+        "DuckDB catalog file (views over the Parquet files) from the contract and brings the "
+        "native-table `frames` snapshot up to date — any machine can rebuild both from the Parquet alone.")
     p.add_argument("action", choices=("info", "rebuild"))
     p.set_defaults(handler=run)
 
@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from affectflow.settings import load_settings
     from warehouse import Warehouse
+    from warehouse import snapshot
     from warehouse.catalog import connect, refresh_catalog
 
     wh = Warehouse(load_settings().home).init()
@@ -27,9 +28,14 @@ def run(args: argparse.Namespace) -> int:
         if not refresh_catalog(wh):
             return fail(f"{wh.catalog_path} is open in another process; close it and retry", 1)
         print(f"rebuilt {wh.catalog_path} ({len(wh.tables)} table views)")
+        if snapshot.current(wh) is not None:
+            print(f"frames snapshot {snapshot.current(wh)}")
         return 0
     con = connect(wh)
-    print(f"AFFECTFLOW_HOME  {wh.home}\ncatalog          {wh.catalog_path}\nparquet          {wh.root}\n")
+    snap = snapshot.current(wh)
+    snap_text = f"{snap} ({snap.stat().st_size / 2**20:,.1f} MB)" if snap else "none yet (written when a flow ends)"
+    print(f"AFFECTFLOW_HOME  {wh.home}\ncatalog          {wh.catalog_path}\nparquet          {wh.root}\n"
+          f"frames snapshot  {snap_text}\n")
     print(f"{'table':<16}{'rows':>12}{'files':>8}")
     for name in wh.tables:
         rows = con.execute(f"select count(*) from {name}").fetchone()[0]

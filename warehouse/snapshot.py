@@ -1,0 +1,282 @@
+"""Native-table snapshots of `frames`: the fast path for queries, never a second source of truth.
+
+Parquet views cost a footer parse and a scan setup per file on every query (4.3 s for a per-video
+aggregate over 10M frames in 2,000 files, `benchmarks/bench_warehouse.py`); DuckDB's own tables
+answer the same query in ~0.16 s. But a DuckDB file that a flow writes to is locked against every
+other process. So each writing flow, when it ends, publishes a *new* DuckDB file that nobody will
+ever write to again:
+
+    <home>/snapshots/frames-000042.duckdb   native `frames` + `_files` (the Parquet files it holds)
+    <home>/snapshots/current.duckdb         symlink to the newest one, replaced atomically
+
+Publishing copies the current snapshot, deletes the rows of Parquet files that changed or went
+away, inserts the new files, then renames: the cost follows what changed, not the warehouse size
+(plus one file copy). The table holds only the columns some file fills (an extractor fills ~60 to
+~470 of the contract's 800; the Parquet footers' null counts say which), so null columns cost no
+load time; the reader's view supplies the others as typed NULLs. Readers (`warehouse.catalog.connect`) attach the snapshot read-only, which
+any number of processes may do at once, and compare its `_files` with the Parquet tree: files
+added or rewritten since are read from Parquet, files removed are hidden, so a query always sees
+exactly what the Parquet views would show. Object-store warehouses (`AFFECTFLOW_WAREHOUSE_URL`) get
+no snapshot; their queries use the views.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from data_contracts import FRAMES
+from warehouse.layout import Warehouse
+
+TABLE = FRAMES.name
+LINK = "current.duckdb"
+FORMAT = "1"  # bump when the snapshot layout changes: older snapshots are then rebuilt
+KEEP = 3  # snapshots kept: the current one and the two before it, for readers that just resolved the link
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A Parquet file's identity: every write renames a new inode into place."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """How the Parquet tree differs from a snapshot: files to read from Parquet, keys to hide."""
+
+    snapshot: Path
+    fresh: list[Path]
+    hidden: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not self.fresh and not self.hidden
+
+
+def enabled(wh: Warehouse) -> bool:
+    return isinstance(wh.root, Path)
+
+
+def snapshot_dir(wh: Warehouse) -> Path:
+    return wh.home / "snapshots"
+
+
+def current(wh: Warehouse) -> Path | None:
+    """The newest published snapshot file, or None."""
+    link = snapshot_dir(wh) / LINK
+    try:
+        target = Path(os.readlink(link))
+    except OSError:
+        return None
+    path = target if target.is_absolute() else link.parent / target
+    return path if path.exists() else None
+
+
+def _frames_dir(wh: Warehouse) -> Path:
+    directory = wh.table_dir(TABLE)
+    assert isinstance(directory, Path), "snapshots are for local warehouses"
+    return directory
+
+
+def _listing(wh: Warehouse) -> dict[str, FileState]:
+    out = {}
+    with os.scandir(_frames_dir(wh)) as entries:
+        for entry in entries:
+            if entry.name.endswith(".parquet") and not entry.name.startswith((".", "_")):
+                st = entry.stat()
+                out[entry.name] = FileState(st.st_size, st.st_mtime_ns, st.st_ino)
+    return out
+
+
+def _recorded(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, FileState]:
+    rows = con.execute(f"SELECT name, size, mtime_ns, inode FROM {schema}._files").fetchall()
+    return {name: FileState(size, mtime, inode) for name, size, mtime, inode in rows}
+
+
+def _diff(recorded: dict[str, FileState], listing: dict[str, FileState]) -> tuple[list[str], list[str]]:
+    """(names to read from Parquet, names whose snapshot rows are stale)."""
+    fresh = sorted(n for n, state in listing.items() if recorded.get(n) != state)
+    stale = sorted(n for n, state in recorded.items() if listing.get(n) != state)
+    return fresh, stale
+
+
+def _key(name: str) -> str:
+    return name.removesuffix(".parquet")
+
+
+def _version() -> str:
+    return f"{FRAMES.fingerprint()}/{FORMAT}"
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection, schema: str) -> str | None:
+    row = con.execute(f"SELECT value FROM {schema}._meta WHERE key = 'fingerprint'").fetchone()
+    return row[0] if row else None
+
+
+def attach(con: duckdb.DuckDBPyConnection, wh: Warehouse, alias: str = "snap") -> Delta | None:
+    """Attach the current snapshot read-only as `alias` and return how the Parquet tree differs
+    from it; None when there is no usable snapshot (the caller then uses the views)."""
+    if not enabled(wh):
+        return None
+    for _ in range(2):  # a publisher may remove an old file between readlink and attach: look again
+        path = current(wh)
+        if path is None:
+            return None
+        try:
+            con.execute(f"ATTACH {_quote(str(path))} AS {alias} (READ_ONLY)")
+            break
+        except duckdb.Error:
+            continue
+    else:
+        return None
+    if _fingerprint(con, alias) != _version():  # the contract changed since: views only
+        con.execute(f"DETACH {alias}")
+        return None
+    fresh, stale = _diff(_recorded(con, alias), _listing(wh))
+    directory = _frames_dir(wh)
+    return Delta(path, [directory / n for n in fresh], [_key(n) for n in stale])
+
+
+def _stored(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute("SELECT name FROM pragma_table_info(?)", [table]).fetchall()}
+
+
+def frames_view_sql(con: duckdb.DuckDBPyConnection, delta: Delta, alias: str = "snap") -> str:
+    """`frames` = the snapshot's rows minus stale files, plus the files newer than the snapshot,
+    in the contract's column order (columns the snapshot does not store are typed NULLs)."""
+    stored = _stored(con, f"{alias}.{TABLE}")
+    select = ", ".join(f'"{c.name}"' if c.name in stored else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
+                       for c in FRAMES.columns)
+    sql = f"SELECT {select} FROM {alias}.{TABLE}"
+    if delta.hidden:
+        keys = ", ".join(_quote(k) for k in delta.hidden)
+        sql += f" WHERE source_id NOT IN ({keys})"
+    if delta.fresh:
+        columns = ", ".join(f'"{n}"' for n in FRAMES.names)
+        files = ", ".join(_quote(str(p)) for p in delta.fresh)
+        sql += f" UNION ALL SELECT {columns} FROM read_parquet([{files}])"
+    return f"CREATE OR REPLACE VIEW {TABLE} AS {sql}"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _create(con: duckdb.DuckDBPyConnection) -> None:
+    keys = [c for c in FRAMES.columns if not c.nullable]
+    con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{chr(34)}{c.name}{chr(34)} {c.duckdb_type}' for c in keys)})")
+    con.execute("CREATE TABLE _files (name VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, inode BIGINT)")
+    con.execute("CREATE TABLE _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO _meta VALUES ('fingerprint', ?)", [_version()])
+
+
+def _next_name(directory: Path) -> str:
+    numbers = [int(p.stem.split("-")[1]) for p in directory.glob("frames-*.duckdb") if p.stem.split("-")[1].isdigit()]
+    return f"frames-{max(numbers, default=0) + 1:06d}.duckdb"
+
+
+@dataclass(frozen=True)
+class Published:
+    path: Path | None
+    inserted_files: int
+    removed_files: int
+
+
+def publish(wh: Warehouse) -> Published:
+    """Bring the snapshot up to date with the Parquet tree (see the module doc). A publisher
+    already at work makes this a no-op (its snapshot may miss our files; readers add them from
+    Parquet, and the next publish folds them in)."""
+    if not enabled(wh):
+        return Published(None, 0, 0)
+    directory = snapshot_dir(wh)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return Published(current(wh), 0, 0)
+        return _publish_locked(wh, directory)
+
+
+def _publish_locked(wh: Warehouse, directory: Path) -> Published:
+    for abandoned in directory.glob(".building-*"):  # a publisher killed mid-way (we hold the lock)
+        abandoned.unlink(missing_ok=True)
+    base = current(wh)
+    listing = _listing(wh)
+    tmp = directory / f".building-{uuid.uuid4().hex}.duckdb"
+    try:
+        if base is not None:
+            shutil.copyfile(base, tmp)
+        con = duckdb.connect(str(tmp))
+        try:
+            if base is None or _fingerprint(con, "main") != _version():
+                if base is not None:
+                    con.execute(f"DROP TABLE IF EXISTS {TABLE}; DROP TABLE IF EXISTS _files; DROP TABLE IF EXISTS _meta")
+                _create(con)
+            fresh, stale = _diff(_recorded(con, "main"), listing)
+            if base is not None and not fresh and not stale:
+                return Published(base, 0, 0)
+            _apply(con, wh, listing, fresh, stale)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        final = directory / _next_name(directory)
+        os.replace(tmp, final)
+        _point_at(directory, final)
+        _prune(directory, final)
+        return Published(final, len(fresh), len(stale))
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _filled(con: duckdb.DuckDBPyConnection, paths: list[str]) -> list[str]:
+    """The contract columns that hold a value in at least one row of these files (from the
+    footers' null counts; a column without statistics counts as filled)."""
+    rows = con.execute("SELECT path_in_schema FROM parquet_metadata(?) GROUP BY path_in_schema "
+                       "HAVING bool_or(stats_null_count IS NULL OR stats_null_count < num_values)", [paths]).fetchall()
+    found = {r[0] for r in rows}
+    return [c.name for c in FRAMES.columns if c.name in found or not c.nullable]
+
+
+def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, FileState],
+           fresh: list[str], stale: list[str]) -> None:
+    con.execute("BEGIN")
+    if stale:
+        con.execute(f"DELETE FROM {TABLE} WHERE source_id IN (SELECT unnest(?))", [[_key(n) for n in stale]])
+        con.execute("DELETE FROM _files WHERE name IN (SELECT unnest(?))", [stale])
+    if fresh:
+        paths = [str(_frames_dir(wh) / n) for n in fresh]
+        filled = _filled(con, paths)
+        stored = _stored(con, TABLE)
+        for name in filled:
+            if name not in stored:
+                con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{name}" {FRAMES.by_name[name].duckdb_type}')
+        columns = ", ".join(f'"{n}"' for n in filled)
+        con.execute(f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM read_parquet(?)", [paths])
+        con.executemany("INSERT INTO _files VALUES (?, ?, ?, ?)",
+                        [(n, listing[n].size, listing[n].mtime_ns, listing[n].inode) for n in fresh])
+    con.execute("COMMIT")
+
+
+def _point_at(directory: Path, final: Path) -> None:
+    tmp_link = directory / f".link-{uuid.uuid4().hex}"
+    os.symlink(final.name, tmp_link)
+    os.replace(tmp_link, directory / LINK)
+
+
+def _prune(directory: Path, final: Path) -> None:
+    snapshots = sorted(directory.glob("frames-*.duckdb"))
+    for old in snapshots[:-KEEP]:
+        if old != final:
+            old.unlink(missing_ok=True)
+    for wal in directory.glob("frames-*.duckdb.wal"):
+        wal.unlink(missing_ok=True)
