@@ -32,7 +32,7 @@ PULL_COMMAND = "affectflow models pull pyfeat"
 PINS_FILE = "affectflow-pins.json"
 ROLES = ("face", "landmark", "au", "emotion", "pose")
 # The lightest set that still gives landmarks, pose, AUs and emotions (see `DEFAULT_MODELS` notes
-# in tasks/extractors/pyfeat.py for the measured sizes and speeds).
+# in the tasks/extractors/pyfeat.py module doc for the measured sizes and speeds).
 DEFAULT_MODELS: dict[str, str] = {"face": "retinaface", "landmark": "mobilefacenet", "au": "xgb",
                                   "emotion": "svm", "pose": "pose_mlp"}
 

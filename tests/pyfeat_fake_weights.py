@@ -12,6 +12,10 @@ feat/utils/face_pose_mlp.py) and what is built here:
 - `py-feat/svm_emo/svm_emo_classifier.skops`: a skops dump of `EmoSVMClassifier` with a scaler, a
   PCA and 7 scikit-learn SVMs (one per emotion, py-feat's keys `anger … neutral`).
 - `py-feat/pose_mlp_v2/pose_mlp_v2.safetensors` + `.json`: `PoseMLP` weights and its metadata.
+`build_alternatives` adds the other candidates `Detectorv1` accepts, the same way: landmark
+`mobilenet` (`MobileNet_GDConv`) and `pfld` (`PFLDInference`), AU `svm` (`SVMClassifier` with
+LinearSVCs), emotion `resmasknet` (`ResMasking` + its `config.json`), face `img2pose`
+(`FasterDoFRCNN` on a ResNet-18 FPN + a `config.json` from py-feat's own img2pose settings).
 
 Weights are random (seeded), so outputs are meaningless: tests built on them check plumbing,
 never accuracy. Compute is the same as with real weights, so they serve benchmarks.
@@ -63,12 +67,39 @@ def build(models_dir: Path, profile: str = "one", seed: int = 0,
         ("pose", "pose_mlp"): [("py-feat/pose_mlp_v2", "pose_mlp_v2.safetensors", lambda p: _pose_mlp(p, seed)),
                                ("py-feat/pose_mlp_v2", "pose_mlp_v2.json", _pose_meta)],
     }
+    return _install_all(models_dir, source, makers,
+                        lambda key: f"{profile}-{seed}" if key[0] == "face" else str(seed))
+
+
+def build_alternatives(models_dir: Path, seed: int = 0,
+                       cache_dir: Path | None = None) -> dict[tuple[str, str], tuple[HubFile, ...]]:
+    """Generate the candidates py-feat 2.1.5 offers besides the default set (for
+    benchmarks/bench_pyfeat_models.py); returns their registry. `img2pose` finds no face (its
+    class head says background everywhere), so what follows it runs on one blank crop per frame.
+    """
+    source = Path(cache_dir or models_dir / "generated")
+    source.mkdir(parents=True, exist_ok=True)
+    makers = {
+        ("landmark", "mobilenet"): [("py-feat/mobilenet", "mobilenet_224_model_best_gdconv_external.pth.tar",
+                                     lambda p: _mobilenet(p, seed))],
+        ("landmark", "pfld"): [("py-feat/pfld", "pfld_model_best.pth.tar", lambda p: _pfld(p, seed))],
+        ("au", "svm"): [("py-feat/svm_au", "svm_au_classifier.skops", lambda p: _svm_au(p, seed))],
+        ("emotion", "resmasknet"): [("py-feat/resmasknet", "ResMaskNet_Z_resmasking_dropout1_rot30.pth",
+                                     lambda p: _resmasknet(p, seed)),
+                                    ("py-feat/resmasknet", "config.json", _resmasknet_config)],
+        ("face", "img2pose"): [("py-feat/img2pose", "model.safetensors", lambda p: _img2pose(p, seed)),
+                               ("py-feat/img2pose", "config.json", _img2pose_config)],
+    }
+    return _install_all(models_dir, source, makers, lambda key: str(seed))
+
+
+def _install_all(models_dir: Path, source: Path, makers, tag) -> dict[tuple[str, str], tuple[HubFile, ...]]:
+    """Generate each file once into `source` (named by repo, tag and file) and install it in the hub cache."""
     registry = {}
     for key, files in makers.items():
         specs = []
         for repo_id, filename, make in files:
-            tag = f"{profile}-{seed}" if key[0] == "face" else str(seed)
-            generated = source / f"{repo_id.replace('/', '--')}--{tag}--{filename}"
+            generated = source / f"{repo_id.replace('/', '--')}--{tag(key)}--{filename}"
             if not generated.is_file():
                 make(generated)
             data = generated.read_bytes()
@@ -207,3 +238,89 @@ def _pose_meta(path: Path) -> None:
         "hidden": list(_POSE_HIDDEN), "dropout": 0.15,
         "output_normalization": {"mean": [0.0] * 6, "std": [10.0, 10.0, 10.0, 1.0, 1.0, 1.0]}}}
     path.write_text(json.dumps(meta))
+
+
+def _mobilenet(path: Path, seed: int) -> None:
+    import torch
+    from feat.landmark_detectors.basenet_test import MobileNet_GDConv
+
+    torch.manual_seed(seed)
+    net = MobileNet_GDConv(N_LANDMARK_FEATURES)
+    with torch.no_grad():  # a neutral face plus a small random part, as for mobilefacenet
+        net.linear1.bn.weight.fill_(0.002)
+        net.linear1.bn.bias.copy_(torch.from_numpy(_neutral_face()))
+    torch.save({"state_dict": net.state_dict()}, path)
+
+
+def _pfld(path: Path, seed: int) -> None:
+    import torch
+    from feat.landmark_detectors.pfld_compressed_test import PFLDInference
+
+    torch.manual_seed(seed)
+    net = PFLDInference()
+    with torch.no_grad():
+        net.fc.weight.mul_(0.002)
+        net.fc.bias.copy_(torch.from_numpy(_neutral_face()))
+    torch.save({"state_dict": net.state_dict()}, path)
+
+
+def _svm_au(path: Path, seed: int) -> None:
+    from feat.au_detectors.StatLearning.SL_test import SVMClassifier
+    from sklearn.svm import LinearSVC
+    from skops.io import dump
+
+    rng = np.random.default_rng(seed + 2)
+    (su, pu), (sl, pl), (sf, pf) = (_scaler_pca(rng) for _ in range(3))
+    classifiers = {key: LinearSVC().fit(*_head_data(rng)) for key in AU_KEYS}
+    model = SVMClassifier()
+    model.load_weights(scaler_upper=su, pca_model_upper=pu, scaler_lower=sl, pca_model_lower=pl,
+                       scaler_full=sf, pca_model_full=pf, classifiers=classifiers)
+    dump(model, path)
+
+
+def _resmasknet(path: Path, seed: int) -> None:
+    import torch
+    from feat.emo_detectors.ResMaskNet.resmasknet_test import ResMasking
+    from torch import nn
+
+    torch.manual_seed(seed)
+    net = ResMasking("", in_channels=3)
+    net.fc = nn.Sequential(nn.Dropout(0.4), nn.Linear(512, len(EMOTION_KEYS)))
+    torch.save({"net": net.state_dict()}, path)
+
+
+def _resmasknet_config(path: Path) -> None:
+    path.write_text(json.dumps({"in_channels": 3, "num_classes": len(EMOTION_KEYS)}))
+
+
+def _img2pose_config_dict() -> dict:
+    """py-feat's own img2pose settings (`img2pose_test.model_config`, 4 decimals): written as compact
+    JSON that is 2,359 bytes, the size the hub lists for `py-feat/img2pose/config.json` (2.36 kB)."""
+    from feat.facepose_detectors.img2pose.img2pose_test import model_config
+
+    return {k: np.round(v.double().numpy(), 4).tolist() if hasattr(v, "numpy") else v
+            for k, v in model_config["img2pose"].items()}
+
+
+def _img2pose_config(path: Path) -> None:
+    path.write_text(json.dumps(_img2pose_config_dict()))
+
+
+def _img2pose(path: Path, seed: int) -> None:
+    import torch
+    from feat.facepose_detectors.img2pose.deps.models import FasterDoFRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    cfg = _img2pose_config_dict()
+    torch.manual_seed(seed)
+    net = FasterDoFRCNN(backbone=resnet_fpn_backbone(backbone_name="resnet18", weights=None), num_classes=2,
+                        min_size=cfg["min_size"], max_size=cfg["max_size"],
+                        pose_mean=torch.tensor(cfg["pose_mean"]), pose_stddev=torch.tensor(cfg["pose_stddev"]),
+                        threed_68_points=torch.tensor(cfg["threed_points"]),
+                        rpn_pre_nms_top_n_test=cfg["rpn_pre_nms_top_n_test"],
+                        rpn_post_nms_top_n_test=cfg["rpn_post_nms_top_n_test"])
+    with torch.no_grad():  # background on every proposal: no face passes py-feat's score threshold
+        cls = net.roi_heads.class_predictor.cls_score
+        cls.weight.zero_()
+        cls.bias.copy_(torch.tensor([4.0, -4.0]))
+    _save_state_dict_safetensors(net, path)

@@ -38,6 +38,19 @@ Mapping into the contract:
   default: each emotion's SVM decision, 0 or 1; resmasknet: softmax probabilities).
 - Several faces: `face_id` is stable across frames (`IouTracker`); `num_faces` keeps the
   largest faces of each frame (`num_faces=1`: only the main face).
+
+Default models (`DEFAULT_MODELS`): retinaface, mobilefacenet, xgb, svm, pose_mlp, the lightest set
+that gives landmarks, pose, AUs and emotions. `benchmarks/bench_pyfeat_models.py` swaps one role
+at a time through raw `Detector.detect` (48 frames of WolfgangLanger, generated weights of the
+real shapes, 1 thread; 2026-11-25): the default set costs 0.47 CPU-s per frame and 307 MB of
+weights; pfld landmarks 1.01x the time (9 MB instead of 12; accuracy unmeasured without real
+weights); svm AUs 0.97x (within noise, but 0/1 decisions instead of xgb's probabilities);
+resmasknet emotions 1.98x the time, +492 MB, 1.39x peak RSS (the only emotion model with
+probabilities); img2pose for face + pose at least 5.1x (and CC-BY-NC); mobilenet landmarks do not
+work with py-feat 2.1.5's HOG heads (224-px crops give 23,328 HOG features, the scalers expect
+5,408). The svm emotion model cannot give probabilities: seven one-vs-rest linear SVMs expose
+`predict` (and uncalibrated margins), so `emo_*` are 0/1 with it; choose
+`emotion_model="resmasknet"` when probabilities are needed.
 """
 
 from __future__ import annotations
