@@ -3,7 +3,8 @@
 Off unless `AFFECTFLOW_FAILPOINTS` is set, e.g. `frames-written@clip.mp4=kill` or
 `extract-item=transient:2,flow-end=error:1`. Actions: `kill` (SIGKILL this process, as the OOM
 killer or a power cut would), `transient:N` (raise `TransientError` the first N times),
-`error:N` (raise `RuntimeError` the first N times). `@text` limits a failpoint to items whose
+`error:N` (raise `RuntimeError` the first N times), `sleep:S` (wait S seconds, as a slow item
+would). `@text` limits a failpoint to items whose
 path contains `text`. Counting is per process, so a retried task sees the count go down.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 from tasks.errors import TransientError
@@ -44,6 +46,8 @@ def failpoint(name: str, path: object = "") -> None:
             hit = _hits[key]
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "sleep":
+            time.sleep(count)
         if kind == "transient" and hit <= count:
             raise TransientError(f"injected transient failure at {name} ({hit}/{count})")
         if kind == "error" and hit <= count:

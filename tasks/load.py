@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from data_contracts import LABELS, QUARANTINE, RUNS, VIDEOS
+from tasks.item_slots import item_slot
 from tasks.media import display_path
 from warehouse import Warehouse
 from warehouse.storage import read_table, settled
@@ -40,11 +41,12 @@ def item_id(path: Path) -> str:
 
 @contextmanager
 def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
-    """An exclusive per-item file lock, so overlapping runs never write one item at once.
+    """An exclusive per-item lock, so overlapping runs never write one item at once.
 
-    It lives under `home`, so it excludes the processes of one machine (or of all machines that
-    share `home` on a filesystem with `flock`). Machines that share only an object-store
-    warehouse are not kept apart by it (see docs/scaling.md, "Not done yet")."""
+    A file lock under `home` excludes the processes of one machine (or of all machines that
+    share `home` on a filesystem with `flock`). When the warehouse is on an object store, which
+    machines share without sharing `home`, the item also holds a slot on the Prefect server
+    (`tasks.item_slots`), taken after the file lock so a machine's own processes queue locally."""
     lock_dir = wh.home / "locks" / "items"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "w") as fh:
@@ -54,7 +56,11 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
             yield False
             return
         try:
-            yield True
+            if isinstance(wh.root, Path):
+                yield True
+            else:
+                with item_slot(key, blocking) as held:
+                    yield held
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 

@@ -3,11 +3,12 @@
 changes nothing, and another machine rebuilds the catalog from the objects alone."""
 
 import json
+import subprocess
 
 import duckdb
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import BIN, run_cli
 from tests.s3_server import BUCKET, aws_env, make_bucket, moto_server
 
 pytestmark = pytest.mark.slow
@@ -85,3 +86,23 @@ def test_another_machine_rebuilds_the_catalog_from_the_objects(s3_env, shared_di
     assert _query("select count(*) n from frames", other) == [{"n": OPENFACE_FRAMES}]
     info = _cli(["warehouse", "info"], other)
     assert f"s3://{BUCKET}/lab" in info
+
+
+def test_two_machines_on_one_bucket_load_each_item_once(s3_env, shared_dir, tmp_path):
+    """Two machines (separate AFFECTFLOW_HOME, so their file locks never meet) run the same
+    folder at the same time; each item is slowed to 2 s inside its lock. The Prefect item slots
+    make one machine load each item and the other skip it (without them both load all five)."""
+    env, _ = s3_env
+    source = str(shared_dir / "fixtures/openface/mode_A")
+    args = [str(BIN / "affectflow"), "build-features", source, "--extractor", "openface-csv", "--json"]
+    runs = [subprocess.Popen(args, env={**env, "AFFECTFLOW_HOME": str(tmp_path / name),
+                                        "AFFECTFLOW_FAILPOINTS": "frames-written=sleep:2"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("machine_a", "machine_b")]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err[-3000:]
+    summaries = [json.loads(out) for out, _ in outputs]
+    assert sum(s["loaded"] for s in summaries) == 5
+    assert sum(s["skipped"] for s in summaries) == 5
+    assert _query("select count(*) n from frames", env) == [{"n": OPENFACE_FRAMES}]
