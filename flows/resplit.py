@@ -50,7 +50,9 @@ class ResplitParams(BaseModel):
                        "reshuffle: a fresh split with a new seed (the test holdout is kept)")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Empty: the current split's seed "
                              "(stable) or that plus one (reshuffle); 42 for a first split")
-    pretrain_fraction: float = Field(default=0.7, gt=0, lt=1, description="Share of each class that is unlabelled pretrain data")
+    pretrain_fraction: float = Field(default=0.7, ge=0, lt=1, description="Share of each class that is unlabelled "
+                                     "pretrain data (0 keeps every label, for small data sets; unlabelled units and "
+                                     "classes too small to stratify still go to pretrain)")
     ssl_fraction: float = Field(default=0.7, gt=0, lt=1, description="Share of the labelled part for ssl")
     classifier_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of the labelled part for classifier")
     finetune_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of the labelled part for finetune")

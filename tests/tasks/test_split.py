@@ -213,3 +213,43 @@ def test_fingerprint_ignores_row_order_and_sees_labels() -> None:
     assert fingerprint(frame) == fingerprint(frame.iloc[::-1])
     changed = frame.assign(label=["angry", "sad", "sad", "happy"])
     assert fingerprint(frame) != fingerprint(changed)
+
+
+# RAVDESS actor 05 (../shared/data/ravdess-actor05): 14 clips, labels from the file names.
+FOURTEEN_CLIPS = ["fear"] * 6 + ["sad"] * 5 + ["neutral", "happy", "surprise"]
+SMALL_DATA = Stages(test=0.3, pretrain=0.0, ssl=0.25, classifier=0.5, finetune=0.25)
+
+
+def _partition_counts(units: pd.DataFrame) -> pd.DataFrame:
+    return pd.crosstab(units["label"], units["partition"]).reindex(columns=list(PARTITIONS), fill_value=0)
+
+
+def test_default_fractions_leave_fourteen_clips_nothing_to_train_on() -> None:
+    counts = _partition_counts(split_grouped(_units(FOURTEEN_CLIPS), SplitSpec()).units)
+    assert counts[["classifier", "finetune"]].sum().sum() == 0
+
+
+def test_no_pretrain_share_gives_every_stage_both_classes_of_fourteen_clips() -> None:
+    spec = SplitSpec(stages=SMALL_DATA)
+    assert min_class_units(spec) == 4  # an empty partition asks nothing of a class
+    result = split_grouped(_units(FOURTEEN_CLIPS), spec)
+    assert result.small_classes == {"neutral": 1, "happy": 1, "surprise": 1}
+    counts = _partition_counts(result.units)
+    assert counts.loc[["fear", "sad"], "pretrain"].tolist() == [0, 0]
+    assert counts.loc[["neutral", "happy", "surprise"], "pretrain"].tolist() == [1, 1, 1]
+    assert (counts.loc[["fear", "sad"], ["test", "ssl", "classifier", "finetune"]] >= 1).all().all()
+    assert counts.loc[["fear", "sad"], "test"].tolist() == [2, 2]
+    _assert_within_one(result.units, spec, result.small_classes)
+
+
+def test_resplit_params_accept_no_pretrain_share() -> None:
+    # The flow's form (ResplitParams, tests/flows/test_resplit.py) is how users reach this split.
+    from pydantic import ValidationError
+
+    from flows.resplit import ResplitParams
+
+    params = ResplitParams(test_fraction=0.3, pretrain_fraction=0.0, ssl_fraction=0.25,
+                           classifier_fraction=0.5, finetune_fraction=0.25)
+    assert params.spec().stages == SMALL_DATA
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        ResplitParams(pretrain_fraction=-0.1)
