@@ -115,15 +115,14 @@ def run_pipeline(data_dir: Path, run_dir: Path, cfg: tr.TrainConfig, stages: tup
     shutil.copytree(data_dir, run_dir)
     summaries = []
     if "pretrain" in stages:
-        tr.pretrain(run_dir, cfg)
+        summaries.append(tr.pretrain(run_dir, cfg))
     if "supervised" in stages:
         summaries.append(tr.supervised(run_dir, cfg))
     if "pseudo" in stages:
         tr.pseudo_label(run_dir, cfg)
     if "finetune" in stages:
         summaries.append(tr.finetune(run_dir, cfg))
-    speeds = [s["frames_per_s"] for s in summaries if s.get("frames_per_s")]
-    return ev.evaluate_run(run_dir, cfg), float(np.mean(speeds)) if speeds else float("nan")
+    return ev.evaluate_run(run_dir, cfg), tr.throughput(summaries) or float("nan")
 
 
 def _value(results: dict, model: str, task: str, metric: str) -> float:

@@ -253,15 +253,15 @@ def _run_epoch(model, weighting, data: TensorSet, step, cfg: TrainConfig, seed: 
         frames += int(batch[1].sum())
     seconds = max(time.perf_counter() - started, 1e-9)
     return {"loss": float(np.mean(totals)) if totals else float("nan"),
-            "parts": np.mean(parts, 0).tolist() if parts else [], "frames": frames,
+            "parts": np.mean(parts, 0).tolist() if parts else [], "frames": frames, "seconds": seconds,
             "frames_per_s": frames / seconds}
 
 
 def _optimizer(model, weighting, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     extra = [p for p in weighting.parameters() if p.requires_grad]
     groups = [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay}]
-    if extra:
-        groups.append({"params": extra, "weight_decay": 0.0})
+    if extra:  # the weighting's own parameters (uncertainty weighting) at its own learning rate
+        groups.append({"params": extra, "weight_decay": 0.0, "lr": getattr(weighting, "lr", lr)})
     return torch.optim.AdamW(groups, lr=lr)
 
 
@@ -307,7 +307,8 @@ def _fit(run_dir: Path, stage: str, model, weighting, train: TensorSet, val: Ten
         checked = _run_epoch(model, weighting, val if val is not None else train, step, cfg, cfg.seed, None)
         record = {"stage": stage, "epoch": epoch + 1, "train_loss": trained["loss"],
                   "val_loss": checked["loss"], "task_losses": trained["parts"],
-                  "weights": [float(w) for w in weighting.weights], "frames_per_s": trained["frames_per_s"]}
+                  "weights": [float(w) for w in weighting.weights], "frames_per_s": trained["frames_per_s"],
+                  "frames": trained["frames"], "seconds": trained["seconds"]}
         if checked["loss"] < state["best_val"] - 1e-6:
             state.update({"best": _snapshot(model), "best_weighting": _snapshot(weighting),
                           "best_val": checked["loss"], "bad": 0})
@@ -324,11 +325,19 @@ def _fit(run_dir: Path, stage: str, model, weighting, train: TensorSet, val: Ten
     return state["history"]
 
 
+def throughput(parts: list[dict]) -> float | None:
+    """Frames trained on per second of training, over all epochs (or stages) together: a mean of
+    per-epoch rates would let one-batch epochs of a few milliseconds dominate."""
+    frames = sum(p.get("frames") or 0 for p in parts)
+    seconds = sum(p.get("seconds") or 0.0 for p in parts)
+    return frames / seconds if frames and seconds else None
+
+
 def _stage_summary(stage: str, history: list[dict], **extra) -> dict:
-    speeds = [h["frames_per_s"] for h in history]
     best = min((h["val_loss"] for h in history), default=None)
     return {"stage": stage, "epochs_run": len(history), "best_val_loss": best,
-            "frames_per_s": float(np.mean(speeds)) if speeds else None, "history": history, **extra}
+            "frames": sum(h.get("frames") or 0 for h in history), "seconds": sum(h.get("seconds") or 0.0 for h in history),
+            "frames_per_s": throughput(history), "history": history, **extra}
 
 
 def stage_file(run_dir: Path, before: str | None = None) -> Path | None:
@@ -457,7 +466,6 @@ def record_run(wh: Warehouse, row: dict, metric_rows: list[dict]) -> None:
 def run_row(run_id: str, cfg: TrainConfig, info: dict, stages: list[dict], params_json: str,
             started_at, finished_at, checkpoint: Path | None, error: str | None = None) -> dict:
     """The `training_runs` row of a run (completed when `error` is None)."""
-    speeds = [s["frames_per_s"] for s in stages if s.get("frames_per_s")]
     return {
         "run_id": run_id, "split_id": info.get("split_id") or "unknown",
         "status": "failed" if error else "completed", "started_at": started_at, "finished_at": finished_at,
@@ -468,7 +476,7 @@ def run_row(run_id: str, cfg: TrainConfig, info: dict, stages: list[dict], param
         "train_units": sum(v for k, v in info.get("units", {}).items() if k != "test"),
         "test_units": info.get("units", {}).get("test", 0),
         "epochs_run": sum(s.get("epochs_run", 0) for s in stages),
-        "frames_per_s": float(np.mean(speeds)) if speeds else None,
+        "frames_per_s": throughput(stages),
         "checkpoint": str(checkpoint) if checkpoint else "", "contract_version": CONTRACT_VERSION,
         "error": error,
     }
