@@ -32,7 +32,7 @@ only `pose_mlp_v2.safetensors`, generated with py-feat's v2 layer sizes 512/256/
 "params MB" is the generated file, the parameters alone (py-feat's landmark `.pth.tar` files on
 the hub also carry optimizer state, about 3x the parameters).
 
-    .venv/bin/python benchmarks/bench_pyfeat_models.py [--frames 48] [--batch 8] [--budget 40] [--threads 1]
+    .venv/bin/python benchmarks/bench_pyfeat_models.py [--frames 24] [--batch 8] [--budget 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -196,9 +196,9 @@ def report(runs: list[tuple[str, str, dict]], registry: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--budget", type=float, default=40, help="seconds of detect per candidate, at most")
+    parser.add_argument("--budget", type=float, default=20, help="seconds of detect per candidate, at most")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
