@@ -60,6 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `affectflow query … | head`: the reader left; no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        if not _storage_error(exc):
+            raise
+        from affectflow.settings import load_settings
+
+        where = load_settings().warehouse_url or "the warehouse"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: cannot reach {where}: {type(exc).__name__}: {first}\n"
+              "  check AFFECTFLOW_WAREHOUSE_URL and the object store's credentials and endpoint "
+              "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)", file=sys.stderr)
+        return 1
+
+
+def _storage_error(exc: BaseException) -> bool:
+    """An object store refusing or unreachable (botocore, s3fs, aiohttp), anywhere in the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.split(".")[0] in {"botocore", "aiobotocore", "s3fs", "aiohttp", "gcsfs", "adlfs"}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 if __name__ == "__main__":

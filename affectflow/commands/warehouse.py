@@ -19,8 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from affectflow.settings import load_settings
-    from warehouse import Warehouse
-    from warehouse import snapshot
+    from warehouse import Warehouse, snapshot
     from warehouse.catalog import connect, refresh_catalog
 
     wh = Warehouse(load_settings().home).init()

@@ -106,3 +106,12 @@ def test_two_machines_on_one_bucket_load_each_item_once(s3_env, shared_dir, tmp_
     assert sum(s["loaded"] for s in summaries) == 5
     assert sum(s["skipped"] for s in summaries) == 5
     assert _query("select count(*) n from frames", env) == [{"n": OPENFACE_FRAMES}]
+
+
+def test_an_unreachable_object_store_is_one_clear_error(tmp_path):
+    env = {**aws_env("http://127.0.0.1:9"), "PATH": "/usr/bin:/bin", "AFFECTFLOW_HOME": str(tmp_path),
+           "AFFECTFLOW_WAREHOUSE_URL": f"s3://{BUCKET}/lab", "AWS_MAX_ATTEMPTS": "1"}
+    result = run_cli(["affectflow", "query", "select count(*) from frames"], env, timeout=120)
+    assert result.returncode == 1
+    assert f"cannot reach s3://{BUCKET}/lab: EndpointConnectionError" in result.stderr
+    assert "AWS_ENDPOINT_URL" in result.stderr and "Traceback" not in result.stderr
