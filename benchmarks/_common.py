@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ PACKAGES = ("affectflow", "prefect", "duckdb", "pyarrow", "pandas", "numpy", "me
             "opencv-python-headless", "py-feat", "torch", "scikit-learn", "prefect-dask", "dask")
 if str(REPO) not in sys.path:  # `tests.*` helpers (loop video, generated weights) import from the repo
     sys.path.insert(0, str(REPO))
+
+from affectflow import local_prefect  # noqa: E402
 
 
 def feat_data() -> Path:
@@ -137,58 +138,21 @@ def check(result: dict, what: str) -> dict:
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the Prefect server exited; log:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the Prefect server at {url} was not up after {timeout:.0f} s")
-
-
 @contextmanager
 def prefect_server() -> Iterator[dict]:
     """A private Prefect server (own database, free port) for flow runs; yields the environment
     that reaches it, and sets it in this process too. A user's running server is left alone."""
     root = Path(tempfile.mkdtemp(prefix="affectflow-bench-prefect-"))
-    port = _free_port()
-    env = dict(os.environ, PREFECT_HOME=str(root), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_SERVER_UI_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="WARNING", PREFECT_UI_URL=f"http://127.0.0.1:{port}")
-    log = root / "server.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    saved = {k: os.environ.get(k) for k in env}
+    saved = dict(os.environ)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log)
-        os.environ.update(env)
-        yield env
+        with local_prefect.prefect_server(root) as env:
+            os.environ.update(env)
+            yield env
+    except local_prefect.ServerError as exc:
+        raise SystemExit(f"the Prefect server did not start: {exc}") from None
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        os.environ.clear()
+        os.environ.update(saved)
         shutil.rmtree(root, ignore_errors=True)
 
 

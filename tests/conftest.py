@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from affectflow import local_prefect
+from affectflow.local_prefect import stop
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -52,59 +54,11 @@ def af_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mediapipe_models_di
     return home
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early; log:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not up after {timeout}s; log:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """A real Prefect server on 127.0.0.1 (own SQLite database); yields the env to reach it."""
-    root = tmp_path_factory.mktemp("prefect")
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(root / "home"),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    log = root / "server.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/api/health", proc, 120, log)
+    with local_prefect.prefect_server(tmp_path_factory.mktemp("prefect"), timeout=120) as env:
         yield env
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +92,7 @@ def served(prefect_server: dict, tmp_path_factory: pytest.TempPathFactory, share
             raise RuntimeError(f"deployments not registered; log:\n{log.read_text()[-3000:]}")
         yield env
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

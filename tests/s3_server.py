@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import _free_port, _stop, _wait_http
+from affectflow.local_prefect import free_port, stop, wait_http
 
 BUCKET = "affectflow-test"
 
@@ -24,17 +24,17 @@ def aws_env(endpoint: str) -> dict[str, str]:
 @contextmanager
 def moto_server(log_dir: Path) -> Iterator[str]:
     """Start `python -m moto.server`; yield its endpoint URL; stop it afterwards."""
-    port = _free_port()
+    port = free_port()
     log = log_dir / "moto.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{endpoint}/moto-api/", proc, 60, log)
+        wait_http(f"{endpoint}/moto-api/", proc, 60, log)
         yield endpoint
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def make_bucket(endpoint: str, name: str = BUCKET):

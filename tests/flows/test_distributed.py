@@ -6,8 +6,9 @@ import subprocess
 
 import pytest
 
+from affectflow.local_prefect import stop
 from flows.build_features import build_features
-from tests.conftest import BIN, REPO, _stop, run_cli
+from tests.conftest import BIN, REPO, run_cli
 from warehouse import Warehouse
 from warehouse.query import run_query
 
@@ -46,7 +47,7 @@ def test_worker_on_a_process_pool_runs_build_features(prefect_server, tmp_path, 
                        f"source={shared_dir / 'fixtures/openface/mode_A/single_face.csv'}", "--watch"], env=env)
         assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "worker.log").read_text()[-3000:]
     finally:
-        _stop(worker)
+        stop(worker)
     rows = run_query(Warehouse(tmp_path / "home"), "select count(*) n from frames").to_pylist()
     assert rows == [{"n": 72}]
     schedule = run_cli(["prefect", "deployment", "inspect", "resplit/nightly"], env=env)

@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import BIN, _stop
+from affectflow.local_prefect import stop
+from tests.conftest import BIN
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +50,13 @@ def test_restarting_serve_does_not_duplicate_scheduled_runs(prefect_server, tmp_
         try:
             before = _wait_for_runs(api, first, at_least=3)
         finally:
-            _stop(first)
+            stop(first)
         second = _start_serve(env, log)
         try:
             time.sleep(15)  # the scheduler looks at recently updated deployments every 5 s
             after = _wait_for_runs(api, second, at_least=len(before))
         finally:
-            _stop(second)
+            stop(second)
     times = [t for _, t in after]
     assert len(times) == len(set(times)), "two scheduled runs for the same time"
     # Prefect replaces a redeployed schedule's future runs (new ids), at the same times, once each
