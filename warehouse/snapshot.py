@@ -212,19 +212,21 @@ def _publish_locked(wh: Warehouse, directory: Path) -> Published:
         abandoned.unlink(missing_ok=True)
     base = current(wh)
     listing = _listing(wh)
+    if base is not None:  # decide before copying: most runs of train/predict/resplit change no frames
+        with duckdb.connect(str(base), read_only=True) as con:
+            if _fingerprint(con, "main") != _version():
+                base = None  # another contract or snapshot format: start afresh
+            elif _diff(_recorded(con, "main"), listing) == ([], []):
+                return Published(base, 0, 0)
     tmp = directory / f".building-{uuid.uuid4().hex}.duckdb"
     try:
         if base is not None:
             shutil.copyfile(base, tmp)
         con = duckdb.connect(str(tmp))
         try:
-            if base is None or _fingerprint(con, "main") != _version():
-                if base is not None:
-                    con.execute(f"DROP TABLE IF EXISTS {TABLE}; DROP TABLE IF EXISTS _files; DROP TABLE IF EXISTS _meta")
+            if base is None:
                 _create(con)
             fresh, stale = _diff(_recorded(con, "main"), listing)
-            if base is not None and not fresh and not stale:
-                return Published(base, 0, 0)
             _apply(con, wh, listing, fresh, stale)
             con.execute("CHECKPOINT")
         finally:
