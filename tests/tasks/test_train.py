@@ -140,10 +140,11 @@ def test_uncertainty_weights_move_within_a_short_run_at_their_own_learning_rate(
 
     model, weighting = torch.nn.Linear(2, 1), UncertaintyWeighting(2)
     optimizer = _optimizer(model, weighting, TrainConfig(), lr=1e-3)
-    for _ in range(20):
-        loss = weighting([torch.tensor(10.0), torch.tensor(0.1)])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with torch.enable_grad():  # py-feat, imported by other tests, turns autograd off process-wide
+        for _ in range(20):
+            loss = weighting([torch.tensor(10.0), torch.tensor(0.1)])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     high, low = weighting.weights.tolist()
     assert high < 0.8 < 1.2 < low  # the noisy task is down-weighted, the precise one up
