@@ -37,7 +37,8 @@ from warehouse.layout import Warehouse
 TABLE = FRAMES.name
 LINK = "current.duckdb"
 FORMAT = "1"  # bump when the snapshot layout changes: older snapshots are then rebuilt
-KEEP = 3  # snapshots kept: the current one and the two before it, for readers that just resolved the link
+KEEP = 2  # snapshots kept: the current one and the one before it (a reader that resolved the link just
+# before a publish still finds its file; one already attached keeps reading even after a prune)
 
 
 @dataclass(frozen=True)
