@@ -153,7 +153,10 @@ def load_detector(models_dir: Path, models: Mapping[str, str], threads: int | No
     hub_offline()
     if threads:
         torch.set_num_threads(threads)
-    with _resources_at(hub_dir(models_dir)), warnings.catch_warnings():
+    # py-feat's RetinaFace constructor switches autograd off for the whole thread; its inference
+    # runs under `torch.inference_mode()` anyway, so the caller's grad mode is put back below.
+    with torch.set_grad_enabled(torch.is_grad_enabled()), _resources_at(hub_dir(models_dir)), \
+            warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="face_model='retinaface' does not regress")
         detector = Detectorv1(face_model=models["face"], landmark_model=models["landmark"],
                               au_model=models["au"], emotion_model=models["emotion"],

