@@ -51,9 +51,11 @@ def child(mode: str, files: list[str]) -> None:
         import tasks.extractors.mediapipe  # noqa: F401
         import tasks.extractors.openface_csv  # noqa: F401
         from data_contracts import FRAMES
-        from tasks.validate import _validator
+        from tasks.extractors.base import frames_batch
+        from tasks.validate import validate_batch
 
-        _validator(FRAMES)
+        keys = {"video_id": ["v"], "frame": [0], "face_id": [0], "timestamp": [0.0], "success": [0], "confidence": [None]}
+        validate_batch(FRAMES, frames_batch("s", keys, {}))  # the GX context and a suite, as a run builds them
     elif mode == "raw-mediapipe":
         be.raw_mediapipe([Path(f) for f in files])
     else:
