@@ -65,7 +65,8 @@ def item_slot(key: str, blocking: bool = True) -> Iterator[bool]:
         except TimeoutError:
             yield False
             return
-        except Exception as exc:  # the server is down or unreachable: retry the item later
+        except Exception as exc:  # the server is down, unreachable or was reset: retry the item later
+            _created.discard(name)  # (a reset server lost the limit: make it again on the retry)
             raise TransientError(f"could not take the item slot {name} on the Prefect server: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         yield True
