@@ -139,10 +139,15 @@ def attach(con: duckdb.DuckDBPyConnection, wh: Warehouse, alias: str = "snap") -
             continue
     else:
         return None
-    if _fingerprint(con, alias) != _version():  # the contract changed since: views only
+    try:
+        usable = _fingerprint(con, alias) == _version()  # else the contract changed since: views only
+        recorded = _recorded(con, alias) if usable else {}
+    except duckdb.Error:  # not a snapshot this version can read: the views answer instead
+        usable = False
+    if not usable:
         con.execute(f"DETACH {alias}")
         return None
-    fresh, stale = _diff(_recorded(con, alias), _listing(wh))
+    fresh, stale = _diff(recorded, _listing(wh))
     directory = _frames_dir(wh)
     return Delta(path, [directory / n for n in fresh], [_key(n) for n in stale])
 
@@ -214,11 +219,14 @@ def _publish_locked(wh: Warehouse, directory: Path) -> Published:
     base = current(wh)
     listing = _listing(wh)
     if base is not None:  # decide before copying: most runs of train/predict/resplit change no frames
-        with duckdb.connect(str(base), read_only=True) as con:
-            if _fingerprint(con, "main") != _version():
-                base = None  # another contract or snapshot format: start afresh
-            elif _diff(_recorded(con, "main"), listing) == ([], []):
-                return Published(base, 0, 0)
+        try:
+            with duckdb.connect(str(base), read_only=True) as con:
+                if _fingerprint(con, "main") != _version():
+                    base = None  # another contract or snapshot format: start afresh
+                elif _diff(_recorded(con, "main"), listing) == ([], []):
+                    return Published(base, 0, 0)
+        except duckdb.Error:  # unreadable: start afresh
+            base = None
     tmp = directory / f".building-{uuid.uuid4().hex}.duckdb"
     try:
         if base is not None:

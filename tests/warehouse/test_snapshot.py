@@ -1,5 +1,6 @@
 """Native-table snapshots of `frames`: same answers as the Parquet views, always fresh, never locked."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -121,3 +122,17 @@ def test_object_store_warehouses_have_no_snapshot(tmp_path):
     wh = Warehouse(tmp_path, url="memory://bucket/wh")
     assert not snapshot.enabled(wh)
     assert snapshot.publish(wh).path is None
+
+
+def test_an_unreadable_snapshot_falls_back_to_the_views_and_is_rebuilt(wh):
+    path = snapshot.publish(wh).path
+    with duckdb.connect(str(path)) as con:  # an older layout: `_files` without the inode column
+        con.execute("alter table _files drop column inode")
+    assert run_query(wh, "select count(*) n from frames").to_pylist() == [{"n": 15}]
+    assert snapshot.publish(wh).inserted_files == 2
+    path.with_name("frames-000009.duckdb").write_bytes(b"not a database")
+    os.replace(path.parent / "current.duckdb", path.parent / "old-link")
+    os.symlink("frames-000009.duckdb", path.parent / "current.duckdb")
+    assert run_query(wh, "select count(*) n from frames").to_pylist() == [{"n": 15}]
+    assert snapshot.publish(wh).inserted_files == 2
+    assert _both(wh, PER_SOURCE) == ([("a", 10, 10.0, 0), ("b", 5, 10.0, 0)],) * 2
