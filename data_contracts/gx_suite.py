@@ -19,7 +19,8 @@ def expectations(table: Table, columns: Sequence[str] | None = None) -> list:
     """One expectation per declared rule: columns in order, not-null, allowed values, ranges.
     `columns` limits the suite to those columns (in table order); the column-list rule then
     checks exactly those."""
-    chosen = [c for c in table.columns if columns is None or c.name in set(columns)]
+    wanted = None if columns is None else set(columns)
+    chosen = [c for c in table.columns if wanted is None or c.name in wanted]
     out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=[c.name for c in chosen])]
     for c in chosen:
         if not c.nullable:

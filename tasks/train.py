@@ -335,9 +335,10 @@ def throughput(parts: list[dict]) -> float | None:
 
 def _stage_summary(stage: str, history: list[dict], **extra) -> dict:
     best = min((h["val_loss"] for h in history), default=None)
-    return {"stage": stage, "epochs_run": len(history), "best_val_loss": best,
-            "frames": sum(h.get("frames") or 0 for h in history), "seconds": sum(h.get("seconds") or 0.0 for h in history),
-            "frames_per_s": throughput(history), "history": history, **extra}
+    totals = {"frames": sum(h.get("frames") or 0 for h in history),
+              "seconds": sum(h.get("seconds") or 0.0 for h in history)}
+    return {"stage": stage, "epochs_run": len(history), "best_val_loss": best, **totals,
+            "frames_per_s": throughput([totals]), "history": history, **extra}
 
 
 def stage_file(run_dir: Path, before: str | None = None) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -20,7 +21,6 @@ logging.getLogger("great_expectations.data_context.types.base").setLevel(logging
 
 _lock = threading.Lock()
 _run_lock = threading.Lock()
-_context: list = []
 _validators: dict[tuple[str, tuple[str, ...]], object] = {}
 
 
@@ -40,6 +40,17 @@ def checked_columns(table: Table, batch: pa.RecordBatch | pa.Table) -> tuple[str
     return tuple(out)
 
 
+@functools.cache
+def _gx_context():
+    """The process's ephemeral GX context and its pandas data source (called under `_lock`)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return ctx, ctx.data_sources.add_pandas("affectflow")
+
+
 def _validator(table: Table, columns: tuple[str, ...]):
     """One ephemeral GX context per process; one validation definition per table and set of
     checked columns (a handful per extractor), built on first use."""
@@ -47,13 +58,8 @@ def _validator(table: Table, columns: tuple[str, ...]):
     with _lock:
         if key not in _validators:
             import great_expectations as gx
-            from great_expectations.data_context.types.base import ProgressBarsConfig
 
-            if not _context:
-                ctx = gx.get_context(mode="ephemeral")
-                ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-                _context.append((ctx, ctx.data_sources.add_pandas("affectflow")))
-            ctx, source = _context[0]
+            ctx, source = _gx_context()
             name = f"{table.name}_{len(_validators)}"
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("batch")
             suite = ctx.suites.add(build_suite(table, columns, name=f"affectflow.{name}"))

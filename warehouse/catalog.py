@@ -26,11 +26,11 @@ def _quote(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
-def table_view_sql(wh: Warehouse) -> list[str]:
-    """One `CREATE VIEW` per contract table over its Parquet files."""
+def table_view_sql(wh: Warehouse, skip: tuple[str, ...] = ()) -> list[str]:
+    """One `CREATE VIEW` per contract table over its Parquet files (but the tables in `skip`)."""
     return [
         f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(wh.glob(name))})"
-        for name in wh.tables
+        for name in wh.tables if name not in skip
     ]
 
 
@@ -40,12 +40,11 @@ def derived_view_sql() -> list[str]:
 
 
 def create_views(con: duckdb.DuckDBPyConnection, wh: Warehouse, use_snapshot: bool = False) -> None:
-    for sql in table_view_sql(wh):
+    delta = snapshot.attach(con, wh) if use_snapshot else None
+    for sql in table_view_sql(wh, skip=(snapshot.TABLE,) if delta is not None else ()):
         con.execute(sql)
-    if use_snapshot:
-        delta = snapshot.attach(con, wh)
-        if delta is not None:
-            con.execute(snapshot.frames_view_sql(con, delta))
+    if delta is not None:
+        con.execute(snapshot.frames_view_sql(con, delta))
     for sql in derived_view_sql():
         con.execute(sql)
 

@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
         if not refresh_catalog(wh):
             return fail(f"{wh.catalog_path} is open in another process; close it and retry", 1)
         print(f"rebuilt {wh.catalog_path} ({len(wh.tables)} table views)")
-        if snapshot.current(wh) is not None:
-            print(f"frames snapshot {snapshot.current(wh)}")
+        snap = snapshot.current(wh)
+        if snap is not None:
+            print(f"frames snapshot {snap}")
         return 0
     con = connect(wh)
     snap = snapshot.current(wh)
