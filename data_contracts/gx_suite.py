@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import great_expectations.expectations as gxe
 from great_expectations.core import ExpectationSuite
@@ -35,7 +36,52 @@ def expectations(table: Table, columns: Sequence[str] | None = None) -> list:
 
 def build_suite(table: Table, columns: Sequence[str] | None = None, name: str | None = None) -> ExpectationSuite:
     """The suite of `expectations(table, columns)`."""
-    suite = ExpectationSuite(name=name or f"affectflow.{table.name}")
-    for expectation in expectations(table, columns):
+    return suite_of(expectations(table, columns), name or f"affectflow.{table.name}")
+
+
+def suite_of(rules: Sequence, name: str) -> ExpectationSuite:
+    suite = ExpectationSuite(name=name)
+    for expectation in rules:
         suite.add_expectation(expectation)
     return suite
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    """Columns that share one rule (same kind of values, nullability, allowed values or range).
+    Validated as one stacked column, they cost Great Expectations one expectation instead of one
+    per column: its cost is per expectation (~4 ms), hardly per value."""
+
+    name: str
+    columns: tuple[str, ...]
+    text: bool
+    nullable: bool
+    allowed: tuple[object, ...] | None
+    range: tuple[float | None, float | None] | None
+
+
+def rule_groups(table: Table, columns: Sequence[str] | None = None) -> list[RuleGroup]:
+    """The ruled columns of `table` (limited to `columns`) grouped by rule, in table order.
+    Numbers stack with numbers and strings with strings; other types (timestamps) stay alone."""
+    wanted = None if columns is None else set(columns)
+    groups: dict[tuple, list[Column]] = {}
+    for c in table.columns:
+        if not ruled(c) or (wanted is not None and c.name not in wanted):
+            continue
+        kind = "number" if c.is_numeric or c.dtype == "bool" else "text" if c.dtype == "string" else c.name
+        groups.setdefault((kind, c.nullable, c.allowed, c.range), []).append(c)
+    return [RuleGroup(f"rule_{i:02d}", tuple(c.name for c in cols), kind == "text", nullable, allowed, rng)
+            for i, ((kind, nullable, allowed, rng), cols) in enumerate(groups.items())]
+
+
+def grouped_expectations(groups: Sequence[RuleGroup]) -> list:
+    """The rules of `expectations`, one per group, on the stacked columns named after the groups."""
+    out: list = []
+    for g in groups:
+        if not g.nullable:
+            out.append(gxe.ExpectColumnValuesToNotBeNull(column=g.name))
+        if g.allowed is not None:
+            out.append(gxe.ExpectColumnValuesToBeInSet(column=g.name, value_set=list(g.allowed)))
+        elif g.range is not None:
+            out.append(gxe.ExpectColumnValuesToBeBetween(column=g.name, min_value=g.range[0], max_value=g.range[1]))
+    return out

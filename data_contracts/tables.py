@@ -20,6 +20,7 @@ Conventions stated once, here:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -41,6 +42,7 @@ PYFEAT_EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise
 MEDIAPIPE_BLENDSHAPES = ["_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight"]
 
 
+@functools.cache  # called for every blendshape of every frame
 def blendshape_column(mediapipe_name: str) -> str:
     """`mouthSmileLeft` -> `bs_mouth_smile_left` (SQL-friendly snake case)."""
     return "bs_" + re.sub(r"(?<!^)(?=[A-Z])", "_", mediapipe_name.strip("_")).lower()

@@ -21,7 +21,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
+from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from pydantic import Field
 
@@ -128,17 +128,17 @@ def _run_items(items: list[MediaItem], ctx: BuildContext, workers: int, runner) 
 
 def _step(pending: list[MediaItem], running: list, ctx: BuildContext, workers: int,
           results: list[dict], bar, runner) -> list:
-    """Top up the running tasks, wait for at least one, record what finished."""
+    """Top up the running tasks, wait for the first to finish, record it. (`prefect.futures.wait`
+    with a timeout waits for all of them: a free worker then idled up to the timeout.)"""
     logger = get_run_logger()
     while pending and len(running) < workers:
         running.append(runner.submit(extract_item, parameters={"item": pending.pop(0), "ctx": ctx}))
-    done, not_done = wait(running, timeout=None if len(running) < workers and not pending else 1)
-    for future in done:
-        r = _result_of(future)
-        results.append(r)
-        bar.advance(1)
-        logger.info("%s %s: %s", r["status"], Path(r["path"]).name, r["reason"] or f"{r['frames']} frames")
-    return list(not_done)
+    future = next(as_completed(running))
+    r = _result_of(future)
+    results.append(r)
+    bar.advance(1)
+    logger.info("%s %s: %s", r["status"], Path(r["path"]).name, r["reason"] or f"{r['frames']} frames")
+    return [f for f in running if f is not future]
 
 
 def _result_of(future) -> dict:

@@ -6,9 +6,12 @@ import errno
 import glob as globlib
 import hashlib
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -19,6 +22,8 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 CSV_EXTENSIONS = (".csv",)
 MAX_IMAGE_PIXELS = 100_000_000  # refuse decompression bombs before decoding
+PREFETCH_FRAMES = 2  # decoded frames a video's decoding thread may run ahead (memory: 2 frames)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -170,20 +175,71 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def iter_frames(item: MediaItem, fps: float | None = None, max_frames: int | None = None) -> Iterator[Frame]:
+def iter_frames(item: MediaItem, fps: float | None = None, max_frames: int | None = None,
+                prefetch: int = PREFETCH_FRAMES) -> Iterator[Frame]:
     """Decoded RGB frames with decoder timestamps (true times for variable frame rate video).
 
     `fps` keeps at most that many frames per second of media time; `max_frames` stops early.
     Frame indices are the decoder's, 0-based, so they line up with other tools' output.
+    Video is decoded in a background thread up to `prefetch` frames ahead (0: in the caller's
+    thread), so decoding overlaps the detector's work on the previous frame.
     """
     if item.kind == "image":
         yield Frame(0, 0.0, _read_image(item.path))
         return
-    cap = _open_video(item.path)
+    frames = _video_frames(item.path, fps, max_frames)
+    yield from (prefetched(frames, prefetch) if prefetch > 0 else frames)
+
+
+def _video_frames(path: Path, fps: float | None, max_frames: int | None) -> Iterator[Frame]:
+    cap = _open_video(path)
     try:
         yield from _decode(cap, fps, max_frames)
     finally:
         cap.release()
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items`, produced by a background thread at most `depth` ahead of the consumer. OpenCV
+    decodes without holding the GIL, so the producer runs while the consumer computes. An error
+    in the producer is raised here, after the items before it; closing this generator (the
+    consumer stops early or fails) stops the producer and closes `items`."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for value in items:
+                if not put((True, value)):
+                    return
+            put((False, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((False, exc))
+        finally:
+            items.close()  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=produce, name="affectflow-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            is_item, value = slots.get()
+            if not is_item:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _decode(cap: cv2.VideoCapture, fps: float | None, max_frames: int | None) -> Iterator[Frame]:

@@ -108,3 +108,41 @@ def test_validation_checks_only_columns_this_batch_fills():
     assert "AU12_r" in columns and "AU01_r" not in columns  # AU01_r is null in every row
     assert {"video_id", "frame", "success"} <= set(columns)  # not-null rules always run
     assert len(columns) < len(expectations(FRAMES)) / 4
+
+
+def test_rule_groups_stack_columns_sharing_a_rule():
+    from data_contracts.gx_suite import rule_groups
+    from tasks.validate import checked_columns
+
+    batch = _batch(AU12_r=2.5, AU04_r=1.0, AU12_c=1.0, bs_jaw_open=0.2, bs_eye_blink_left=0.1)
+    columns = checked_columns(FRAMES, batch)
+    groups = rule_groups(FRAMES, columns)
+    assert sorted(c for g in groups for c in g.columns) == sorted(columns)  # every checked column, once
+    by_column = {c: g for g in groups for c in g.columns}
+    assert by_column["AU12_r"] is by_column["AU04_r"]  # both 0..5
+    assert by_column["bs_jaw_open"] is by_column["bs_eye_blink_left"] is by_column["confidence"]  # all 0..1
+    assert by_column["AU12_c"] is not by_column["bs_jaw_open"]  # allowed values, not a range
+    assert by_column["video_id"].text and not by_column["frame"].text  # strings never stack with numbers
+    assert len(groups) <= len(columns) / 2
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [({"bs_jaw_open": [0.2, 1.5, 0.1]}, "bs_jaw_open: be_between"),
+     ({"AU04_r": [0.0, -0.1, None]}, "AU04_r: be_between"),
+     ({"AU12_c": [0.0, 1.0, 2.0]}, "AU12_c: be_in_set"),
+     ({"frame": [0, None, 2]}, "frame: not_be_null"),
+     ({"video_id": ["v", None, "v"]}, "video_id: not_be_null")],
+)
+def test_stacked_validation_gives_the_per_column_verdict(change, named):
+    """A bad value anywhere in a stacked group fails the batch, and the message still names the
+    column and counts its rows (from the per-column re-run)."""
+    features = {"AU12_r": [1.0, 2.0, 3.0], "AU04_r": [0.0, 0.5, None], "AU12_c": [0.0, 1.0, 1.0],
+                "bs_jaw_open": [0.2, 0.3, 0.1], "bs_eye_blink_left": [0.0, 0.9, 1.0]}
+    keys = {"video_id": ["v", "v", "v"], "frame": [0, 1, 2], "face_id": [0, 0, 0], "timestamp": [0.0, 0.1, 0.2],
+            "success": [1, 1, 1], "confidence": [0.9, 0.9, 0.9]}
+    validate_batch(FRAMES, frames_batch("s", keys, features))
+    for name, values in change.items():
+        (keys if name in keys else features)[name] = values
+    with pytest.raises(ItemError, match=rf"{named}.*\(1 rows\)"):
+        validate_batch(FRAMES, frames_batch("s", keys, features))

@@ -2,11 +2,13 @@
 
 import os
 import shutil
+import threading
 
+import numpy as np
 import pytest
 
 from tasks.errors import ItemError, SetupError
-from tasks.media import MediaItem, content_hash, discover_media, iter_frames, probe
+from tasks.media import MediaItem, content_hash, discover_media, iter_frames, prefetched, probe
 
 
 def test_discover_folder_recursive_and_glob(tmp_path, feat_data):
@@ -48,6 +50,47 @@ def test_fps_and_max_frames_sampling(feat_data):
     gaps = [b.timestamp - a.timestamp for a, b in zip(sampled, sampled[1:], strict=False)]
     assert min(gaps) >= 0.16
     assert len(list(iter_frames(item, max_frames=7))) == 7
+
+
+def test_prefetched_decoding_gives_the_same_frames(feat_data):
+    item = MediaItem(feat_data / "face_noface.mov", "video")
+    ahead, inline = list(iter_frames(item, fps=10)), list(iter_frames(item, fps=10, prefetch=0))
+    assert [(f.index, f.timestamp) for f in ahead] == [(f.index, f.timestamp) for f in inline]
+    assert all(np.array_equal(a.rgb, b.rgb) for a, b in zip(ahead, inline, strict=True))
+
+
+def _decode_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "affectflow-decode"]
+
+
+def test_prefetch_raises_the_producers_error_after_its_items():
+    def items():
+        yield from (1, 2)
+        raise ItemError("extract", "truncated")
+
+    seen = []
+    with pytest.raises(ItemError, match="truncated"):
+        for value in prefetched(items(), 1):
+            seen.append(value)
+    assert seen == [1, 2] and not _decode_threads()
+
+
+def test_stopping_early_stops_the_decoder_and_closes_the_source():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    frames = prefetched(endless(), 2)
+    assert [next(frames) for _ in range(3)] == [0, 1, 2]
+    frames.close()
+    assert closed.is_set() and not _decode_threads()
 
 
 def test_image_is_one_frame(feat_data):
