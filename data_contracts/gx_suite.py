@@ -24,13 +24,17 @@ def expectations(table: Table, columns: Sequence[str] | None = None) -> list:
     chosen = [c for c in table.columns if wanted is None or c.name in wanted]
     out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=[c.name for c in chosen])]
     for c in chosen:
-        if not c.nullable:
-            out.append(gxe.ExpectColumnValuesToNotBeNull(column=c.name))
-        if c.allowed is not None:
-            out.append(gxe.ExpectColumnValuesToBeInSet(column=c.name, value_set=list(c.allowed)))
-        elif c.range is not None:
-            low, high = c.range
-            out.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=low, max_value=high))
+        out += _rules(c.name, c.nullable, c.allowed, c.range)
+    return out
+
+
+def _rules(column: str, nullable: bool, allowed: tuple | None, rng: tuple | None) -> list:
+    """The expectations of one column's rule: not-null, then allowed values or a range."""
+    out: list = [] if nullable else [gxe.ExpectColumnValuesToNotBeNull(column=column)]
+    if allowed is not None:
+        out.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(allowed)))
+    elif rng is not None:
+        out.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rng[0], max_value=rng[1]))
     return out
 
 
@@ -76,12 +80,4 @@ def rule_groups(table: Table, columns: Sequence[str] | None = None) -> list[Rule
 
 def grouped_expectations(groups: Sequence[RuleGroup]) -> list:
     """The rules of `expectations`, one per group, on the stacked columns named after the groups."""
-    out: list = []
-    for g in groups:
-        if not g.nullable:
-            out.append(gxe.ExpectColumnValuesToNotBeNull(column=g.name))
-        if g.allowed is not None:
-            out.append(gxe.ExpectColumnValuesToBeInSet(column=g.name, value_set=list(g.allowed)))
-        elif g.range is not None:
-            out.append(gxe.ExpectColumnValuesToBeBetween(column=g.name, min_value=g.range[0], max_value=g.range[1]))
-    return out
+    return [rule for g in groups for rule in _rules(g.name, g.nullable, g.allowed, g.range)]
