@@ -61,13 +61,14 @@ def connect(wh: Warehouse, threads: int | None = None, use_snapshot: bool = True
     return con
 
 
-def refresh_catalog(wh: Warehouse, attempts: int = 20, wait_s: float = 0.25) -> bool:
+def refresh_catalog(wh: Warehouse, attempts: int = 20, wait_s: float = 0.25, rebuild: bool = False) -> bool:
     """Publish a new `frames` snapshot (see `warehouse.snapshot`), then rewrite the views in the
     catalog file. Best effort: a reader that holds the file open
     (e.g. a DuckDB shell) blocks the write lock, in which case the views already there stay
-    (they read the Parquet files, so they still see new data) and this returns False."""
+    (they read the Parquet files, so they still see new data) and this returns False. On an
+    object store the first snapshot on a machine is made only when `rebuild` asks for it."""
     wh.init()
-    snapshot.publish(wh)
+    snapshot.publish(wh, start=rebuild or isinstance(wh.root, Path))
     last: Exception | None = None
     for _ in range(attempts):
         try:

@@ -16,8 +16,13 @@ away, inserts the new files, then renames: the cost follows what changed, not th
 load time; the reader's view supplies the others as typed NULLs. Readers (`warehouse.catalog.connect`) attach the snapshot read-only, which
 any number of processes may do at once, and compare its `_files` with the Parquet tree: files
 added or rewritten since are read from Parquet, files removed are hidden, so a query always sees
-exactly what the Parquet views would show. Object-store warehouses (`AFFECTFLOW_WAREHOUSE_URL`) get
-no snapshot; their queries use the views.
+exactly what the Parquet views would show.
+
+An object-store warehouse (`AFFECTFLOW_WAREHOUSE_URL`) gets the same snapshot, kept on each
+machine under its own `<home>/snapshots`: started by `affectflow warehouse rebuild` (it reads
+every frames object once; worker machines that never query need not), then kept up to date by
+the flows that machine runs, and checked against one listing of the bucket per query (object
+size, time and ETag), so objects other machines wrote since are read from the bucket.
 """
 
 from __future__ import annotations
@@ -27,27 +32,30 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
+from pathlib import Path, PurePosixPath
 
 import duckdb
 
 from data_contracts import FRAMES
 from warehouse.layout import Warehouse
+from warehouse.storage import ObjectPath, StoragePath, register
 
 TABLE = FRAMES.name
 LINK = "current.duckdb"
-FORMAT = "1"  # bump when the snapshot layout changes: older snapshots are then rebuilt
+FORMAT = "2"  # bump when the snapshot layout changes: older snapshots are then rebuilt
 KEEP = 2  # snapshots kept: the current one and the one before it (a reader that resolved the link just
 # before a publish still finds its file; one already attached keeps reading even after a prune)
 
 
 @dataclass(frozen=True)
 class FileState:
-    """A Parquet file's identity: every write renames a new inode into place."""
+    """A Parquet file's identity: size, time, and a tag every write changes (the inode locally,
+    where each write renames a new file into place; the ETag, or generation, of an object)."""
 
     size: int
     mtime_ns: int
-    inode: int
+    tag: str
 
 
 @dataclass(frozen=True)
@@ -55,16 +63,12 @@ class Delta:
     """How the Parquet tree differs from a snapshot: files to read from Parquet, keys to hide."""
 
     snapshot: Path
-    fresh: list[Path]
+    fresh: list[StoragePath]
     hidden: list[str]
 
     @property
     def empty(self) -> bool:
         return not self.fresh and not self.hidden
-
-
-def enabled(wh: Warehouse) -> bool:
-    return isinstance(wh.root, Path)
 
 
 def snapshot_dir(wh: Warehouse) -> Path:
@@ -82,25 +86,51 @@ def current(wh: Warehouse) -> Path | None:
     return path if path.exists() else None
 
 
-def _frames_dir(wh: Warehouse) -> Path:
-    directory = wh.table_dir(TABLE)
-    assert isinstance(directory, Path), "snapshots are for local warehouses"
-    return directory
+def _frames_dir(wh: Warehouse) -> StoragePath:
+    return wh.table_dir(TABLE)
+
+
+def _item_file(name: str) -> bool:
+    return name.endswith(".parquet") and not name.startswith((".", "_"))
 
 
 def _listing(wh: Warehouse) -> dict[str, FileState]:
+    directory = _frames_dir(wh)
+    if isinstance(directory, ObjectPath):
+        return _object_listing(directory)
     out = {}
-    with os.scandir(_frames_dir(wh)) as entries:
+    with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.endswith(".parquet") and not entry.name.startswith((".", "_")):
+            if _item_file(entry.name):
                 st = entry.stat()
-                out[entry.name] = FileState(st.st_size, st.st_mtime_ns, st.st_ino)
+                out[entry.name] = FileState(st.st_size, st.st_mtime_ns, str(st.st_ino))
+    return out
+
+
+def _object_listing(directory: ObjectPath) -> dict[str, FileState]:
+    """One listing request: each object's size, time and ETag (s3fs; `generation`/`etag` on
+    other stores, the time alone where a store offers nothing else)."""
+    try:
+        entries = directory.fs.ls(directory.key, detail=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for info in entries:
+        name = PurePosixPath(info["name"]).name
+        if info.get("type") == "directory" or not _item_file(name):
+            continue
+        when = next((info[k] for k in ("LastModified", "mtime", "updated", "created") if info.get(k)), None)
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        mtime_ns = int(when.timestamp() * 1e9) if isinstance(when, datetime) else int(float(when or 0) * 1e9)
+        tag = next((str(info[k]) for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), "")
+        out[name] = FileState(int(info.get("size") or 0), mtime_ns, tag)
     return out
 
 
 def _recorded(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, FileState]:
-    rows = con.execute(f"SELECT name, size, mtime_ns, inode FROM {schema}._files").fetchall()
-    return {name: FileState(size, mtime, inode) for name, size, mtime, inode in rows}
+    rows = con.execute(f"SELECT name, size, mtime_ns, tag FROM {schema}._files").fetchall()
+    return {name: FileState(size, mtime, tag) for name, size, mtime, tag in rows}
 
 
 def _diff(recorded: dict[str, FileState], listing: dict[str, FileState]) -> tuple[list[str], list[str]]:
@@ -126,8 +156,6 @@ def _fingerprint(con: duckdb.DuckDBPyConnection, schema: str) -> str | None:
 def attach(con: duckdb.DuckDBPyConnection, wh: Warehouse, alias: str = "snap") -> Delta | None:
     """Attach the current snapshot read-only as `alias` and return how the Parquet tree differs
     from it; None when there is no usable snapshot (the caller then uses the views)."""
-    if not enabled(wh):
-        return None
     for _ in range(2):  # a publisher may remove an old file between readlink and attach: look again
         path = current(wh)
         if path is None:
@@ -180,7 +208,7 @@ def _quote(text: str) -> str:
 def _create(con: duckdb.DuckDBPyConnection) -> None:
     keys = [c for c in FRAMES.columns if not c.nullable]
     con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{chr(34)}{c.name}{chr(34)} {c.duckdb_type}' for c in keys)})")
-    con.execute("CREATE TABLE _files (name VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, inode BIGINT)")
+    con.execute("CREATE TABLE _files (name VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, tag VARCHAR)")
     con.execute("CREATE TABLE _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.execute("INSERT INTO _meta VALUES ('fingerprint', ?)", [_version()])
 
@@ -197,11 +225,12 @@ class Published:
     removed_files: int
 
 
-def publish(wh: Warehouse) -> Published:
+def publish(wh: Warehouse, start: bool = True) -> Published:
     """Bring the snapshot up to date with the Parquet tree (see the module doc). A publisher
     already at work makes this a no-op (its snapshot may miss our files; readers add them from
-    Parquet, and the next publish folds them in)."""
-    if not enabled(wh):
+    Parquet, and the next publish folds them in). `start=False` only updates a snapshot this
+    machine already has (a worker writing to a bucket should not download it all)."""
+    if not start and current(wh) is None:
         return Published(None, 0, 0)
     directory = snapshot_dir(wh)
     directory.mkdir(parents=True, exist_ok=True)
@@ -233,6 +262,7 @@ def _publish_locked(wh: Warehouse, directory: Path) -> Published:
             shutil.copyfile(base, tmp)
         con = duckdb.connect(str(tmp))
         try:
+            register(con, wh.root)
             if base is None:
                 _create(con)
             fresh, stale = _diff(_recorded(con, "main"), listing)
@@ -274,7 +304,7 @@ def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, Fil
         columns = ", ".join(f'"{n}"' for n in filled)
         con.execute(f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM read_parquet(?)", [paths])
         con.executemany("INSERT INTO _files VALUES (?, ?, ?, ?)",
-                        [(n, listing[n].size, listing[n].mtime_ns, listing[n].inode) for n in fresh])
+                        [(n, listing[n].size, listing[n].mtime_ns, listing[n].tag) for n in fresh])
     con.execute("COMMIT")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from affectflow.commands._common import fail
 
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     wh = Warehouse(load_settings().home).init()
     if args.action == "rebuild":
-        if not refresh_catalog(wh):
+        if not refresh_catalog(wh, rebuild=True):
             return fail(f"{wh.catalog_path} is open in another process; close it and retry", 1)
         print(f"rebuilt {wh.catalog_path} ({len(wh.tables)} table views)")
         snap = snapshot.current(wh)
@@ -33,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     con = connect(wh)
     snap = snapshot.current(wh)
-    snap_text = f"{snap} ({snap.stat().st_size / 2**20:,.1f} MB)" if snap else "none yet (written when a flow ends)"
+    missing = ("none yet (written when a flow ends)" if isinstance(wh.root, Path)
+               else "none on this machine (`affectflow warehouse rebuild` makes one; queries use the views)")
+    snap_text = f"{snap} ({snap.stat().st_size / 2**20:,.1f} MB)" if snap else missing
     print(f"AFFECTFLOW_HOME  {wh.home}\ncatalog          {wh.catalog_path}\nparquet          {wh.root}\n"
           f"frames snapshot  {snap_text}\n")
     print(f"{'table':<16}{'rows':>12}{'files':>8}")

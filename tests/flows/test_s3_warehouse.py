@@ -77,7 +77,9 @@ def test_another_machine_rebuilds_the_catalog_from_the_objects(s3_env, shared_di
     env, bucket = s3_env
     _build(str(shared_dir / "fixtures/openface/mode_A"), env)
     other = {**env, "AFFECTFLOW_HOME": str(tmp_path / "machine_b")}  # no catalog, locks or index
-    assert "rebuilt" in _cli(["warehouse", "rebuild"], other)
+    assert not (tmp_path / "machine_a" / "snapshots" / "current.duckdb").exists()  # a worker downloads nothing
+    assert "frames snapshot" in _cli(["warehouse", "rebuild"], other)
+    assert (tmp_path / "machine_b" / "snapshots" / "current.duckdb").exists()
     catalog = tmp_path / "machine_b" / "warehouse.duckdb"
     with duckdb.connect(str(catalog), read_only=True) as con:
         con.register_filesystem(bucket)

@@ -11,7 +11,7 @@ import pytest
 from data_contracts import FRAMES, VIDEOS
 from tasks.load import now, sweep_orphans
 from tests.s3_server import BUCKET, aws_env, forget_clients, make_bucket, moto_server
-from warehouse import Warehouse
+from warehouse import Warehouse, snapshot
 from warehouse.catalog import connect, refresh_catalog
 from warehouse.query import QueryError, run_query
 from warehouse.storage import ObjectPath, read_table, register, settled, storage_root
@@ -126,6 +126,32 @@ def test_catalog_is_rebuilt_from_the_objects_alone(tmp_path, s3_env, request):
     with duckdb.connect(str(rebuilt.catalog_path), read_only=True) as con:
         register(con, rebuilt.root)
         assert con.execute("select n_frames from videos").fetchall() == [(7,)]
+
+
+def test_each_machine_keeps_a_snapshot_of_the_bucket(tmp_path, s3_env, request):
+    """Machine A's flows publish a local snapshot of the bucket's frames; objects that machine B
+    writes, rewrites or removes afterwards are seen exactly (size, time and ETag per object)."""
+    machine_a = Warehouse(tmp_path / "a", url=_url(request)).init()
+    machine_b = Warehouse(tmp_path / "b", url=_url(request))
+    for sid, n in (("x", 6), ("y", 4)):
+        write_atomic(machine_a.file_for("frames", sid), pa.Table.from_batches([_frames(sid, n)]))
+    assert refresh_catalog(machine_a) and snapshot.current(machine_a) is None  # a flow's end starts none here
+    assert refresh_catalog(machine_a, rebuild=True)  # `affectflow warehouse rebuild`
+    assert snapshot.current(machine_a) is not None and snapshot.current(machine_b) is None
+    per_source = "select source_id, count(*) from frames group by 1 order by 1"
+    with connect(machine_a) as con:
+        assert "snap.frames" in con.execute("select sql from duckdb_views() where view_name = 'frames'").fetchone()[0]
+        assert con.execute(per_source).fetchall() == [("x", 6), ("y", 4)]
+    write_atomic(machine_b.file_for("frames", "x"), pa.Table.from_batches([_frames("x", 2)]))
+    machine_b.file_for("frames", "y").unlink()
+    write_atomic(machine_b.file_for("frames", "z"), pa.Table.from_batches([_frames("z", 3)]))
+    expected = [("x", 2), ("z", 3)]
+    for wh in (machine_a, machine_b):  # A: snapshot + changes from the bucket; B: views only
+        with connect(wh) as con:
+            assert con.execute(per_source).fetchall() == expected
+    assert snapshot.publish(machine_a, start=False).inserted_files == 2  # kept up to date by flows
+    with connect(machine_a) as con:
+        assert con.execute(per_source).fetchall() == expected
 
 
 def test_fresh_orphans_on_an_object_store_are_left_to_their_writer(tmp_path, s3_env, request):
