@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import threading
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ logging.getLogger("great_expectations.data_context.types.base").setLevel(logging
 
 _lock = threading.Lock()
 _run_lock = threading.Lock()
-_validators: dict[tuple[str, tuple[str, ...], bool], object] = {}
+_validators: dict[tuple[str, tuple[str, ...], bool], tuple[Any, list[RuleGroup]]] = {}
 
 
 def checked_columns(table: Table, batch: pa.RecordBatch | pa.Table) -> tuple[str, ...]:
@@ -65,9 +66,10 @@ def _gx_context():
     return ctx, ctx.data_sources.add_pandas("affectflow")
 
 
-def _validator(table: Table, columns: tuple[str, ...], stacked: bool):
+def _validator(table: Table, columns: tuple[str, ...], stacked: bool) -> tuple[Any, list[RuleGroup]]:
     """One ephemeral GX context per process; one validation definition per table, set of
-    checked columns (a handful per extractor) and form (stacked or per column), built on first use."""
+    checked columns (a handful per extractor) and form, built on first use. Stacked, it comes
+    with the rule groups its suite checks: the columns `stacked_frame` must build."""
     key = (table.name, columns, stacked)
     with _lock:
         if key not in _validators:
@@ -75,11 +77,13 @@ def _validator(table: Table, columns: tuple[str, ...], stacked: bool):
 
             ctx, source = _gx_context()
             name = f"{table.name}_{len(_validators)}"
-            rules = grouped_expectations(rule_groups(table, columns)) if stacked else expectations(table, columns)
+            groups = rule_groups(table, columns) if stacked else []
+            rules = grouped_expectations(groups) if stacked else expectations(table, columns)
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("batch")
             suite = ctx.suites.add(suite_of(rules, f"affectflow.{name}"))
-            _validators[key] = ctx.validation_definitions.add(
+            definition = ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=f"validate_{name}", data=batch, suite=suite))
+            _validators[key] = (definition, groups)
         return _validators[key]
 
 
@@ -135,12 +139,12 @@ def validate_batch(table: Table, batch: pa.RecordBatch | pa.Table) -> None:
         raise ItemError("validate", f"columns differ from the contract: missing {missing[:5]}, extra {extra[:5]}")
     problems = _non_finite(batch)
     columns = checked_columns(table, batch)
-    frame = stacked_frame(batch, rule_groups(table, columns))
+    stacked, groups = _validator(table, columns, stacked=True)
+    frame = stacked_frame(batch, groups)
     with _run_lock:  # a GX context is not safe to run from several threads at once
-        result = _validator(table, columns, stacked=True).run(batch_parameters={"dataframe": frame},
-                                                              result_format="BOOLEAN_ONLY")
+        result = stacked.run(batch_parameters={"dataframe": frame}, result_format="BOOLEAN_ONLY")
         if not result.success:  # run again column by column, for the names and counts the message gives
-            per_column = _validator(table, columns, stacked=False).run(
+            per_column = _validator(table, columns, stacked=False)[0].run(
                 batch_parameters={"dataframe": batch.select(list(columns)).to_pandas()}, result_format="SUMMARY")
             result = result if per_column.success else per_column
     if not result.success:

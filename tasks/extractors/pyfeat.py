@@ -59,7 +59,6 @@ import contextlib
 import hashlib
 import math
 import os
-import queue
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -230,11 +229,11 @@ class PyFeatExtractor(Extractor):
         detector = self.detector()
         builder = FrameBatchBuilder(source_id, self.batch_rows)
         tracker = IouTracker()
-        frames = iter_frames(item, options.fps, options.max_frames)
+        frames = iter_frames(item, options.fps, options.max_frames,
+                             prefetch=2 * self.batch_size if self.prefetch else 0)
         held: list[list[Box]] = [[]]  # the last detection's boxes, carried across chunks
         position = 0
-        for chunk in _chunks(_prefetched(frames, 2 * self.batch_size) if self.prefetch else frames,
-                             self.batch_size):
+        for chunk in _chunks(frames, self.batch_size):
             if meta.width is None:
                 meta.height, meta.width = chunk[0].rgb.shape[:2]
             boxes = self._boxes(detector, chunk, position, held)
@@ -353,41 +352,6 @@ def _chunks(frames: Iterator[Frame], batch_size: int) -> Iterator[list[Frame]]:
         chunk.append(frame)
     if chunk:
         yield chunk
-
-
-_DONE = object()
-
-
-def _prefetched(frames: Iterator[Frame], depth: int) -> Iterator[Frame]:
-    """Decode on a thread (OpenCV releases the GIL) while the models run; errors re-raised here."""
-    buffer: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for frame in frames:
-                while not stop.is_set():
-                    try:
-                        buffer.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there
-            buffer.put(exc)
-
-    thread = threading.Thread(target=produce, name="pyfeat-decode", daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def _flushed(builder: FrameBatchBuilder) -> Iterator[pa.RecordBatch]:
