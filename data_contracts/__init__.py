@@ -9,6 +9,7 @@ from data_contracts.columns import Column, Table
 from data_contracts.emotions import EmotionMap, load_emotion_map
 from data_contracts.tables import (
     CONTRACT_VERSION,
+    DUPLICATES,
     EXTRACTORS,
     FRAMES,
     LABELS,
@@ -21,6 +22,7 @@ from data_contracts.tables import (
 
 __all__ = [
     "CONTRACT_VERSION",
+    "DUPLICATES",
     "EXTRACTORS",
     "FRAMES",
     "LABELS",

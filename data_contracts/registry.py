@@ -5,10 +5,10 @@ from __future__ import annotations
 from data_contracts.columns import Table
 from data_contracts.predictions import PREDICTIONS
 from data_contracts.splits import SPLIT_RUNS, SPLITS
-from data_contracts.tables import FRAMES, LABELS, QUARANTINE, RUNS, VIDEOS
+from data_contracts.tables import DUPLICATES, FRAMES, LABELS, QUARANTINE, RUNS, VIDEOS
 from data_contracts.training import METRICS, TRAINING_RUNS
 
-_ALL: list[Table] = [FRAMES, VIDEOS, LABELS, QUARANTINE, RUNS, TRAINING_RUNS, METRICS, SPLIT_RUNS, SPLITS, PREDICTIONS]
+_ALL: list[Table] = [FRAMES, VIDEOS, LABELS, DUPLICATES, QUARANTINE, RUNS, TRAINING_RUNS, METRICS, SPLIT_RUNS, SPLITS, PREDICTIONS]
 
 
 def all_tables() -> dict[str, Table]:

@@ -26,7 +26,7 @@ import re
 
 from data_contracts.columns import Column, Table
 
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"
 
 MEDIAPIPE = "mediapipe"
 OPENFACE = "openface-csv"
@@ -130,6 +130,11 @@ VIDEOS = Table(
         Column("fps", "float32", unit="1/s"),
         Column("duration_s", "float64", unit="s"),
         Column("bytes", "int64", unit="B"),
+        Column("mtime_ns", "int64", unit="ns", description="the file's modification time when extracted; with "
+               "`bytes` it lets a re-run skip an unchanged file without reading it"),
+        Column("partial", "bool", description="true when the decoder stopped well before the container's "
+               "frame count (a damaged file): the frames are what could be decoded; `note` says how many"),
+        Column("note", "string", description="why the item is partial, in words"),
         Column("extractor", "string", nullable=False, allowed=EXTRACTORS),
         Column("extractor_version", "string", nullable=False),
         Column("extractor_config", "string", nullable=False, description="JSON"),
@@ -139,7 +144,26 @@ VIDEOS = Table(
         Column("extracted_at", "timestamp", nullable=False),
     ),
     key=("video_id",),
-    description="One row per media item that loaded.",
+    description="One row per media item that loaded: one distinct content (video_id is its content hash). "
+    "`path` is the file it was loaded from; other files with the same bytes are in `duplicates`.",
+)
+
+DUPLICATES = Table(
+    "duplicates",
+    (
+        Column("item_id", "string", nullable=False, description="hash of the path"),
+        Column("path", "string", nullable=False, description="a file whose bytes equal an item already loaded"),
+        Column("source_id", "string", nullable=False, description="content hash it shares"),
+        Column("same_as", "string", nullable=False, description="the path the content is loaded from (videos.path)"),
+        Column("bytes", "int64", unit="B"),
+        Column("mtime_ns", "int64", unit="ns", description="with `bytes`: unchanged files are not read again"),
+        Column("label_conflict", "string", description="set when this file's label differs from the loaded copy's"),
+        Column("run_id", "string", nullable=False),
+        Column("seen_at", "timestamp", nullable=False),
+    ),
+    key=("item_id",),
+    description="Files with the same bytes as a loaded item: linked to it, not loaded twice. The loaded copy "
+    "is the first path in sort order; its labels are the item's.",
 )
 
 LABELS = Table(
@@ -165,8 +189,13 @@ QUARANTINE = Table(
         Column("item_id", "string", nullable=False, description="hash of the path"),
         Column("path", "string", nullable=False),
         Column("source_id", "string"),
-        Column("stage", "string", nullable=False, allowed=("discover", "label", "extract", "validate", "load")),
+        Column("stage", "string", nullable=False,
+               allowed=("discover", "label", "extract", "validate", "load", "failed")),
         Column("reason", "string", nullable=False),
+        Column("bytes", "int64", unit="B", description="file size when quarantined"),
+        Column("mtime_ns", "int64", unit="ns", description="modification time when quarantined (an unchanged "
+               "bad file is not retried with the same settings)"),
+        Column("cache_key", "string", description="extractor config and contract version it failed with"),
         Column("copy_path", "string", description="copy of the bad file, when it could be read"),
         Column("run_id", "string", nullable=False),
         Column("quarantined_at", "timestamp", nullable=False),
@@ -180,7 +209,7 @@ RUNS = Table(
     (
         Column("run_id", "string", nullable=False),
         Column("flow", "string", nullable=False),
-        Column("status", "string", nullable=False, allowed=("completed", "failed")),
+        Column("status", "string", nullable=False, allowed=("completed", "failed", "crashed")),
         Column("started_at", "timestamp", nullable=False),
         Column("finished_at", "timestamp", nullable=False),
         Column("params", "string", nullable=False, description="JSON"),
@@ -189,6 +218,8 @@ RUNS = Table(
         Column("loaded", "int32", nullable=False),
         Column("skipped", "int32", nullable=False),
         Column("quarantined", "int32", nullable=False),
+        Column("failed", "int32", description="items that still failed after their retries"),
+        Column("duplicates", "int32", description="files linked to an item with the same bytes"),
         Column("frames", "int64", nullable=False),
         Column("face_rate", "float32"),
         Column("frames_per_s", "float32"),
@@ -197,7 +228,7 @@ RUNS = Table(
     description="One row per build-features run.",
 )
 
-TABLES = {t.name: t for t in (FRAMES, VIDEOS, LABELS, QUARANTINE, RUNS)}
+TABLES = {t.name: t for t in (FRAMES, VIDEOS, LABELS, DUPLICATES, QUARANTINE, RUNS)}
 
 
 _OPENFACE_3D = re.compile(r"^(eye_lmk_)?([XYZ])_(\d+)$")

@@ -1,9 +1,10 @@
 """Flow `build-features`: media -> validated per-frame features in the warehouse.
 
-One task run per media item (bounded concurrency), retries for transient errors only; an item
-already loaded with the same content hash + extractor config + contract version is skipped (the
-warehouse is the cache, so deleting it never serves stale results). Bad items are quarantined
-and the run goes on; the run's summary says how many and why.
+The run plans first (`tasks.plan`: one `stat` per file; files read only when new or changed),
+then fans units of work out over the task runner: one task run per video, one per shard of
+images or OpenFace CSVs, retries for transient errors only. Bad files are quarantined and the
+run goes on; an item that still fails after its retries is recorded as failed and the run ends
+with the rest done. The summary says what each file became.
 """
 
 from __future__ import annotations
@@ -26,29 +27,44 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from affectflow.settings import load_settings
-from data_contracts import load_emotion_map
+from data_contracts import CONTRACT_VERSION, load_emotion_map
 from tasks.errors import SetupError, TransientError
-from tasks.extract import BuildContext, ItemResult, process_item
-from tasks.extractors import CHOICES, get_extractor, kinds_for, resolve_auto
+from tasks.extract import BuildContext, ItemResult, close_extractors, process_unit
+from tasks.extractors import CHOICES, KINDS, get_extractor, resolve_auto
 from tasks.extractors.base import ExtractOptions
 from tasks.faults import failpoint
-from tasks.labels import Manifest, read_manifest
-from tasks.load import now, quarantine_item, record_run, sweep_orphans
-from tasks.media import MediaItem, discover_media, display_path
+from tasks.labels import Manifest, read_manifest, resolve_label
+from tasks.load import (
+    link_duplicate,
+    now,
+    quarantine_item,
+    record_run,
+    relabel,
+    release,
+    relink,
+    stored_label,
+    sweep_orphans,
+    unlink_duplicate,
+)
+from tasks.media import MediaItem, discover, display_path, extensions
+from tasks.plan import Plan, PlanInputs, Unit, make_plan
 from tasks.progress import progress_bar
+from tasks.run_registry import active_run, mark_crashed
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
+from warehouse.inventory import inventory
 
 ExtractorName = Literal["auto", "mediapipe", "openface-csv", "pyfeat"]
 TaskRunnerName = Literal["thread", "process", "dask"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
+RETRIES = 2
 
 
 def _task_name() -> str:
     from prefect.runtime import task_run
 
-    item = task_run.parameters.get("item")
-    return f"extract {display_path(item.path).rsplit('/', 1)[-1]}" if item else "extract"
+    unit = task_run.parameters.get("unit")
+    return f"extract {unit.name}" if unit else "extract"
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -61,40 +77,24 @@ def _retry_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="extract-item", retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
+@task(name="extract-unit", retries=RETRIES, retry_delay_seconds=[2, 10], retry_condition_fn=_retry_transient,
       cache_policy=NO_CACHE, task_run_name=lambda: _task_name())
-def extract_item(item: MediaItem, ctx: BuildContext) -> dict[str, Any]:
-    """One media item into the warehouse (see `tasks.extract.process_item`)."""
-    return process_item(item, ctx).to_dict()
+def extract_unit(unit: Unit, ctx: BuildContext) -> list[dict[str, Any]]:
+    """One video, or one shard of small items, into the warehouse (`tasks.extract.process_unit`)."""
+    return process_unit(unit, ctx)
 
 
-def _context(source: str, labels: str | None, extractor: str, options: ExtractOptions,
-             num_faces: int, force: bool, run_id: str) -> BuildContext:
-    settings = load_settings()
-    emotions = load_emotion_map(settings.emotion_map)
-    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions) if labels else None
-    root = Path(source).expanduser().absolute()
-    extra = {"num_faces": num_faces} if extractor in ("mediapipe", "pyfeat") else {}
-    return BuildContext(settings.home, extractor, extra, options, root if root.is_dir() else None,
-                        emotions, manifest, run_id, force)
-
-
-def _summary(results: list[dict], seconds: float) -> dict[str, Any]:
-    status = Counter(r["status"] for r in results)
-    frames = sum(r["frames"] for r in results)
-    faces = sum(r["face_frames"] for r in results)
-    reasons = Counter(r["reason"] for r in results if r["status"] == "quarantined")
-    return {
-        "items": len(results), "loaded": status["loaded"], "skipped": status["skipped"],
-        "quarantined": status["quarantined"], "frames": frames,
-        "face_rate": round(faces / frames, 4) if frames else None,
-        "frames_per_s": round(frames / seconds, 2) if frames and seconds > 0 else None,
-        "seconds": round(seconds, 2), "quarantine_reasons": dict(reasons.most_common(10)),
-    }
+def routes_for(extractor: str, kinds: set[str], models_dir: Path) -> dict[str, str]:
+    """Which extractor reads each kind of file. `auto` sends OpenFace CSVs to `openface-csv` and
+    videos and images to py-feat (weights installed) or MediaPipe, in one run."""
+    if extractor != "auto":
+        return dict.fromkeys(KINDS[extractor], extractor)
+    media = resolve_auto("auto", kinds - {"csv"} or {"video"}, models_dir)
+    return {"video": media, "image": media, "csv": "openface-csv"}
 
 
 def _task_runner(kind: str, workers: int, dask_address: str | None):
-    """The task runner that fans items out: threads (default), processes, or Dask (an existing
+    """The task runner that fans units out: threads (default), processes, or Dask (an existing
     scheduler at `dask_address`, or a local cluster of `workers` single-threaded processes)."""
     from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
@@ -110,107 +110,226 @@ def _task_runner(kind: str, workers: int, dask_address: str | None):
                                           "dashboard_address": None})
 
 
-def _run_items(items: list[MediaItem], ctx: BuildContext, workers: int, runner) -> list[dict]:
-    """Submit one task per item, at most `workers` in flight, updating a progress artifact
+def _run_units(units: list[Unit], ctx: BuildContext, workers: int, runner, total: int) -> list[dict]:
+    """Submit one task per unit, at most `workers` in flight, updating a progress artifact
     (and a progress bar when the CLI runs on a terminal)."""
-    progress = create_progress_artifact(0.0, description=f"build-features: {len(items)} items")
+    if not units:
+        return []
+    logger = get_run_logger()
+    progress = create_progress_artifact(0.0, description=f"build-features: {total} files")
     results: list[dict] = []
-    pending = list(items)
-    running: list = []
-    with runner, progress_bar(len(items), "build-features", unit="items") as bar:
+    pending = list(units)
+    running: dict = {}  # future -> unit (a failed future's own task_run is not always there)
+    done = 0
+    with runner, progress_bar(total, "build-features", unit="items") as bar:
         while pending or running:
-            finished = len(results)
-            running = _step(pending, running, ctx, workers, results, bar, runner)
-            if progress and len(results) > finished:
-                update_progress_artifact(progress, 100.0 * len(results) / len(items))  # type: ignore[arg-type]
+            while pending and len(running) < workers:
+                unit = pending.pop(0)
+                running[runner.submit(extract_unit, parameters={"unit": unit, "ctx": ctx})] = unit
+            future = next(as_completed(list(running)))
+            unit = running.pop(future)
+            rows = _results_of(future, unit)
+            results += rows
+            done += len(unit.members)
+            bar.advance(len(unit.members))
+            for r in rows if len(rows) <= 3 else ():
+                logger.info("%s %s: %s", r["status"], Path(r["path"]).name, r["reason"] or f"{r['frames']} frames")
+            if len(rows) > 3:
+                counts = Counter(r["status"] for r in rows)
+                logger.info("%s: %s", unit.name, ", ".join(f"{n} {s}" for s, n in counts.most_common()))
+            if progress:
+                update_progress_artifact(progress, 100.0 * done / total)  # type: ignore[arg-type]
     return results
 
 
-def _step(pending: list[MediaItem], running: list, ctx: BuildContext, workers: int,
-          results: list[dict], bar, runner) -> list:
-    """Top up the running tasks, wait for the first to finish, record it. (`prefect.futures.wait`
-    with a timeout waits for all of them: a free worker then idled up to the timeout.)"""
-    logger = get_run_logger()
-    while pending and len(running) < workers:
-        running.append(runner.submit(extract_item, parameters={"item": pending.pop(0), "ctx": ctx}))
-    future = next(as_completed(running))
-    r = _result_of(future)
-    results.append(r)
-    bar.advance(1)
-    logger.info("%s %s: %s", r["status"], Path(r["path"]).name, r["reason"] or f"{r['frames']} frames")
-    return [f for f in running if f is not future]
-
-
-def _result_of(future) -> dict:
-    """A task that still failed after its retries is quarantined like any bad item."""
+def _results_of(future, unit: Unit) -> list[dict]:
+    """A unit that still failed after its retries: each member is recorded as failed, with the
+    reason, so the run finishes and says so (the next run tries them again)."""
     try:
         return future.result()
     except Exception as exc:
-        item = future.task_run.parameters.get("item") if future.task_run else None
-        path = display_path(item.path) if item is not None else "unknown"
-        return ItemResult(path, "quarantined", stage="extract",
-                          reason=f"failed after retries: {exc}").to_dict()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = f"failed after {RETRIES + 1} attempts: {first}"
+        return [ItemResult(display_path(m.item.path), "failed", m.source_id, stage="failed", reason=reason,
+                           kind=m.item.kind).to_dict() for m in unit.members]
+
+
+def _labels_for(source: str, labels: str | None, emotions) -> tuple[Manifest | None, Path | None]:
+    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions) if labels else None
+    root = Path(source).expanduser().absolute()
+    return manifest, root if root.is_dir() else None
+
+
+def _plan_inputs(wh: Warehouse, routes: dict[str, str], ctx: BuildContext, manifest: Manifest | None,
+                 root: Path | None, emotions, relabel_all: bool, workers: int) -> PlanInputs:
+    keys = {name: f"{get_extractor(name, **ctx.extractor_options.get(name, {})).config_hash(ctx.options)}"
+                  f"|{CONTRACT_VERSION}" for name in set(routes.values())}
+    stored: dict[tuple[str, str], Any] = {}
+
+    def stored_of(held):
+        if (held.key, held.source_id) not in stored:
+            stored[held.key, held.source_id] = stored_label(wh, held.key, held.source_id)
+        return stored[held.key, held.source_id]
+
+    return PlanInputs(
+        routes=routes, cache_keys=keys,
+        label_of=lambda path: resolve_label(path, root, emotions, manifest),
+        has_manifest_row=lambda path: manifest is not None and path in manifest.rows,
+        stored_label=stored_of, force=ctx.force, relabel=relabel_all, workers=workers)
+
+
+def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, str], routes: dict[str, str]) -> list[dict]:
+    """What the plan settles without extraction: bad files, links, moves, relabels, drops."""
+    results = []
+    for e in plan.early:
+        if e.status == "quarantined" and e.record:
+            key = cache_keys.get(routes.get(e.kind or "", ""))
+            quarantine_item(wh, e.path, e.stage or "extract", e.reason or "", run_id, e.source_id, e.stat, key)
+        results.append(ItemResult(display_path(e.path), e.status, e.source_id, stage=e.stage, reason=e.reason,
+                                  kind=e.kind).to_dict())
+    for link in plan.links:
+        link_duplicate(wh, link.path, link.source_id, link.same_as, link.stat.bytes, link.stat.mtime_ns, run_id,
+                       link.label_conflict)
+    for held, path, label in plan.relinks:
+        st = path.stat()
+        relink(wh, held.key, held.source_id, path, st.st_size, st.st_mtime_ns, label)
+    for held, label in plan.relabels:
+        relabel(wh, held.key, held.source_id, label)
+    for path in plan.unlink:
+        unlink_duplicate(wh, path)
+    release(wh, plan.drops, plan.promotions)
+    return results
+
+
+def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str) -> None:
+    failed = {r["source_id"] for r in results if r["status"] == "failed"}
+    for unit in plan.units:
+        for m in unit.members:
+            if m.source_id in failed:
+                quarantine_item(wh, m.item.path, "failed", next(r["reason"] for r in results
+                                if r["source_id"] == m.source_id), run_id, m.source_id)
+                release(wh, list(m.replaces), list(m.promote))
+
+
+def _summary(results: list[dict], seconds: float, ignored: list[str]) -> dict[str, Any]:
+    status = Counter(r["status"] for r in results)
+    frames = sum(r["frames"] for r in results)
+    faces = sum(r["face_frames"] for r in results)
+    reasons = Counter(r["reason"] for r in results if r["status"] in ("quarantined", "failed"))
+    return {
+        "items": len(results), "loaded": status["loaded"], "skipped": status["skipped"],
+        "duplicates": status["duplicate"], "quarantined": status["quarantined"], "failed": status["failed"],
+        "frames": frames, "face_rate": round(faces / frames, 4) if frames else None,
+        "frames_per_s": round(frames / seconds, 2) if frames and seconds > 0 else None,
+        "seconds": round(seconds, 2), "quarantine_reasons": dict(reasons.most_common(10)),
+        "partial": [{"path": r["path"], "note": r["reason"]} for r in results if r.get("partial")],
+        "ignored": len(ignored), "ignored_examples": ignored[:5],
+    }
 
 
 @flow(name="build-features", log_prints=True, validate_parameters=True)
 def build_features(
     source: Annotated[str, Field(min_length=1, description="A file, a folder (recursive) or a glob of videos, images or OpenFace CSVs")],
     labels: Annotated[str | None, Field(description="Optional CSV manifest: path, emotion, subject_id, valence, arousal, stress")] = None,
-    extractor: Annotated[ExtractorName, Field(description="auto: openface-csv for CSVs, else pyfeat when its weights are installed, else mediapipe")] = "auto",
+    extractor: Annotated[ExtractorName, Field(description="auto: openface-csv for CSVs and, for videos and images, pyfeat when its weights are installed, else mediapipe")] = "auto",
     fps: Annotated[float | None, Field(gt=0, le=240, description="Keep at most this many frames per second")] = None,
     max_frames: Annotated[int | None, Field(ge=1, description="Stop each video after this many frames")] = None,
     min_confidence: Annotated[float, Field(ge=0, le=1, description="OpenFace rows below this are blanked")] = 0.7,
     num_faces: Annotated[int, Field(ge=1, le=16, description="Faces tracked per frame (MediaPipe, py-feat)")] = 1,
-    workers: Annotated[int, Field(ge=1, le=64, description="Items extracted at once")] = 2,
+    workers: Annotated[int, Field(ge=1, le=64, description="Units of work (a video, or a shard of images) at once")] = 2,
     task_runner: Annotated[TaskRunnerName, Field(description="thread, process, or dask (local cluster, or dask_address)")] = "thread",
     dask_address: Annotated[str | None, Field(description="An existing Dask scheduler, e.g. tcp://10.0.0.5:8786")] = None,
     force: Annotated[bool, Field(description="Re-extract items already in the warehouse")] = False,
+    relabel: Annotated[bool, Field(description="Reset every label to what this run's sources say (manifest, folder and file names), including labels an earlier manifest gave")] = False,
 ) -> dict[str, Any]:
     started_at, t0 = now(), time.perf_counter()
-    logger = get_run_logger()
     run_id = str(flow_run.get_id() or f"local-{int(time.time() * 1000)}")
     settings = load_settings()
     wh = Warehouse(settings.home).init()
+    with active_run(settings.home, run_id, "build-features"):
+        summary = _build(source, labels, extractor, ExtractOptions(fps=fps, max_frames=max_frames,
+                         min_confidence=min_confidence), num_faces, workers, task_runner, dask_address, force,
+                         relabel, run_id, wh, t0)
+        params = {"source": source, "labels": labels, "extractor": extractor, "fps": fps, "max_frames": max_frames,
+                  "min_confidence": min_confidence, "num_faces": num_faces, "force": force, "relabel": relabel,
+                  "task_runner": task_runner, "dask_address": dask_address}
+        _finish(wh, summary, params, started_at)
+    return summary
+
+
+def _build(source: str, labels: str | None, extractor: str, options: ExtractOptions, num_faces: int, workers: int,
+           task_runner: str, dask_address: str | None, force: bool, relabel_all: bool, run_id: str,
+           wh: Warehouse, t0: float) -> dict[str, Any]:
+    logger = get_run_logger()
+    settings = load_settings()
+    for crashed in mark_crashed(settings.home):
+        logger.warning("run %s was killed before it finished: marked crashed", crashed)
     removed = sweep_orphans(wh)
     if removed:
         logger.warning("removed %d leftovers of an interrupted run", removed)
-    items = discover_media(source, kinds_for(extractor))
-    chosen = resolve_auto(extractor, {i.kind for i in items}, settings.models_dir)
-    items = [i for i in items if i.kind in kinds_for(chosen)]
-    logger.info("extractor %s%s: %d items from %s", chosen, " (auto)" if extractor == "auto" else "",
-                len(items), source)
-    options = ExtractOptions(fps=fps, max_frames=max_frames, min_confidence=min_confidence)
-    ctx = _context(source, labels, chosen, options, num_faces, force, run_id)
-    get_extractor(chosen, **ctx.extractor_options).check_ready()
-    if ctx.manifest and ctx.manifest.problems:  # a row naming an unknown emotion quarantines its file
-        bad_rows = {path for path, _ in ctx.manifest.problems}
-        items = [i for i in items if i.path not in bad_rows]
-    runner = _task_runner(task_runner, workers, dask_address)
-    results = _manifest_problems(wh, ctx.manifest, run_id) + _run_items(items, ctx, workers, runner)
+    found = discover(source)
+    routes = routes_for(extractor, {i.kind for i in found.items}, settings.models_dir)
+    items = [i for i in found.items if i.kind in routes]
+    ignored = [display_path(p) for p in found.others] + [display_path(i.path) for i in found.items if i.kind not in routes]
+    if not items:
+        raise SetupError(_nothing_to_read(found.where, extractor, found.items, found.others))
+    extra = {"num_faces": num_faces}
+    ctx = BuildContext(settings.home, {n: (extra if n in ("mediapipe", "pyfeat") else {}) for n in set(routes.values())},
+                       options, run_id, force, settings.warehouse_url)
+    for name in sorted(set(routes.values())):
+        get_extractor(name, **ctx.extractor_options[name]).check_ready()
+    emotions = load_emotion_map(settings.emotion_map)
+    manifest, root = _labels_for(source, labels, emotions)
+    bad_rows = _manifest_problems(wh, manifest, run_id)
+    items = [i for i in items if not manifest or i.path not in {p for p, _ in manifest.problems}]
+    logger.info("%d files from %s: %s", len(items), source,
+                ", ".join(f"{k} -> {v}" for k, v in sorted(routes.items()) if any(i.kind == k for i in items)))
+    if ignored:
+        logger.warning("ignored %d files no chosen extractor reads, e.g. %s", len(ignored), ", ".join(ignored[:3]))
+    inputs = _plan_inputs(wh, routes, ctx, manifest, root, emotions, relabel_all, workers)
+    plan = make_plan(items, inventory(wh, fresh=True), inputs)
+    logger.info("plan: %d to extract in %d units, %d unchanged", plan.members, len(plan.units), len(plan.early))
+    results = bad_rows + _apply_early(wh, plan, run_id, inputs.cache_keys, routes)
+    try:
+        results += _run_units(plan.units, ctx, workers, _task_runner(task_runner, workers, dask_address),
+                              plan.members)
+    finally:
+        close_extractors()
+    _settle_failed(wh, plan, results, run_id)
+    _quarantine_artifact(results)
     failpoint("flow-end")
-    summary = {"run_id": run_id, "extractor": chosen, **_summary(results, time.perf_counter() - t0)}
-    params = {"source": source, "labels": labels, "extractor": extractor, "fps": fps, "max_frames": max_frames,
-              "min_confidence": min_confidence, "num_faces": num_faces, "force": force,
-              "task_runner": task_runner, "dask_address": dask_address}
-    _finish(wh, summary, params, started_at, results)
-    return summary
+    used = sorted({routes[i.kind] for i in items})
+    return {"run_id": run_id, "extractor": "+".join(used),
+            **_summary(results, time.perf_counter() - t0, ignored)}
+
+
+def _nothing_to_read(where: str, extractor: str, items: list[MediaItem], others: list[Path]) -> str:
+    kinds = Counter(i.kind for i in items)
+    if kinds and extractor != "auto":
+        found = ", ".join(f"{n} {k} file(s)" for k, n in kinds.items())
+        return (f"nothing in {where} that the {extractor} extractor reads ({' '.join(extensions(KINDS[extractor]))}); "
+                f"found {found}: choose another --extractor, or auto")
+    return f"no media found in {where} (looked for {' '.join(extensions(('video', 'image', 'csv')))})" + (
+        f"; {len(others)} other files there" if others else "")
 
 
 def _manifest_problems(wh: Warehouse, manifest: Manifest | None, run_id: str) -> list[dict]:
     rows = []
     for path, reason in manifest.problems if manifest else []:
         quarantine_item(wh, path, "label", reason, run_id)
-        rows.append(ItemResult(str(path), "quarantined", stage="label", reason=reason).to_dict())
+        rows.append(ItemResult(display_path(path), "quarantined", stage="label", reason=reason).to_dict())
     return rows
 
 
-def _finish(wh: Warehouse, summary: dict, params: dict, started_at, results: list[dict]) -> None:
+def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
     logger = get_run_logger()
     record_run(wh, {
-        "run_id": summary["run_id"], "flow": "build-features", "status": "completed",
+        "run_id": summary["run_id"], "flow": "build-features",
+        "status": "failed" if summary["failed"] else "completed",
         "started_at": started_at, "finished_at": now(), "params": json.dumps(params),
         "extractor": summary["extractor"], "items": summary["items"], "loaded": summary["loaded"],
-        "skipped": summary["skipped"], "quarantined": summary["quarantined"], "frames": summary["frames"],
+        "skipped": summary["skipped"], "quarantined": summary["quarantined"], "failed": summary["failed"],
+        "duplicates": summary["duplicates"], "frames": summary["frames"],
         "face_rate": summary["face_rate"], "frames_per_s": summary["frames_per_s"],
     })
     if not refresh_catalog(wh):
@@ -218,7 +337,7 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at, results: lis
                        "(they read the Parquet files, so new data is still visible)", wh.catalog_path)
     create_table_artifact(
         key="build-features-summary",
-        table=[{k: v for k, v in summary.items() if k != "quarantine_reasons"}],
+        table=[{k: v for k, v in summary.items() if k not in ("quarantine_reasons", "partial", "ignored_examples")}],
         description="build-features summary",
     )
     try:
@@ -228,17 +347,21 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at, results: lis
         publish_report_artifact(home=wh.home)
     except Exception as exc:  # the report is a convenience; a failure must not fail the build
         logger.warning("could not publish the warehouse report: %s", exc)
-    bad = [r for r in results if r["status"] == "quarantined"]
+    logger.info(
+        "done: %d files, %d loaded, %d skipped (already loaded), %d duplicates, %d quarantined, %d failed; "
+        "%d frames, face rate %s, %s frames/s", summary["items"], summary["loaded"], summary["skipped"],
+        summary["duplicates"], summary["quarantined"], summary["failed"], summary["frames"],
+        summary["face_rate"], summary["frames_per_s"])
+    for reason, count in summary["quarantine_reasons"].items():
+        logger.warning("quarantined %d item(s): %s", count, reason)
+
+
+def _quarantine_artifact(results: list[dict]) -> None:
+    bad = [r for r in results if r["status"] in ("quarantined", "failed")]
     if bad:
         create_table_artifact(key="build-features-quarantine",
                               table=[{"path": r["path"], "stage": r["stage"], "reason": r["reason"]} for r in bad],
                               description="items quarantined in this run")
-    logger.info(
-        "done: %d items, %d loaded, %d skipped (already loaded), %d quarantined; %d frames, face rate %s, %s frames/s",
-        summary["items"], summary["loaded"], summary["skipped"], summary["quarantined"], summary["frames"],
-        summary["face_rate"], summary["frames_per_s"])
-    for reason, count in summary["quarantine_reasons"].items():
-        logger.warning("quarantined %d item(s): %s", count, reason)
 
 
 def deployment():

@@ -1,54 +1,59 @@
-"""Extract one media item end to end: hash, label, extract, validate, write, commit.
+"""Extract one unit of work end to end: lock, extract, validate, write, commit.
 
-Everything an item needs happens here so one Prefect task run handles one item; a bad item
-raises `ItemError` inside and comes back as `quarantined`, never failing the whole run.
+A unit is one video, or a shard of small items (images, OpenFace CSVs) planned by `tasks.plan`.
+One Prefect task run handles one unit. A bad member is quarantined with its reason and its
+shard-mates still load; only `TransientError` escapes, to be retried. Each worker thread keeps
+one extractor (and its model) for the whole run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+import weakref
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from data_contracts import CONTRACT_VERSION, FRAMES, EmotionMap
+from data_contracts import CONTRACT_VERSION, FRAMES
 from tasks.errors import ItemError, TransientError
 from tasks.extractors import get_extractor
 from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta
 from tasks.faults import failpoint
-from tasks.labels import Label, Manifest, resolve_label
-from tasks.load import commit_item, item_lock, loaded_config, now, quarantine_item
-from tasks.media import MediaItem, check_path_name, content_hash, display_path, probe
+from tasks.labels import Label
+from tasks.load import after_commit, commit_unit, file_lock, item_lock, now, quarantine_item
+from tasks.media import display_path, probe
+from tasks.plan import Member, Unit
 from tasks.validate import validate_batch
 from warehouse import Warehouse
-from warehouse.storage import read_table
+from warehouse.inventory import inventory
 from warehouse.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
+PARTIAL_BELOW = 0.9  # a video that decodes to fewer than this share of its listed frames is partial
 
 
 @dataclass(frozen=True)
 class BuildContext:
     home: Path
-    extractor: str
-    extractor_options: dict
+    extractor_options: dict[str, dict]  # extractor name -> constructor options
     options: ExtractOptions
-    source_root: Path | None
-    emotions: EmotionMap
-    manifest: Manifest | None
     run_id: str
     force: bool = False
+    warehouse_url: str | None = None
 
 
 @dataclass
 class ItemResult:
     path: str
-    status: str  # loaded | skipped | quarantined
+    status: str  # loaded | skipped | duplicate | quarantined | failed
     source_id: str | None = None
     frames: int = 0
     face_frames: int = 0
@@ -56,6 +61,7 @@ class ItemResult:
     stage: str | None = None
     reason: str | None = None
     kind: str | None = None
+    partial: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +71,6 @@ class ItemResult:
 class _Stats:
     frames: int = 0
     face_frames: int = 0
-    last_timestamp: float = 0.0
     per_video: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0.0]))
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -82,89 +87,235 @@ class _Stats:
             entry[2] = max(entry[2], float(stamps[mask].max()))
 
 
-def _label_rows(video_ids: list[str], source_id: str, label: Label) -> list[dict]:
+@dataclass
+class _Done:
+    """A member whose rows are ready to commit."""
+
+    member: Member
+    meta: ItemMeta
+    stats: _Stats
+    batches: list[pa.RecordBatch]  # empty for a streamed video (already in the writer)
+
+
+_local = threading.local()
+_made: weakref.WeakSet = weakref.WeakSet()
+
+
+def worker_extractor(name: str, options: dict) -> Extractor:
+    """This thread's extractor for `name` and `options`: built (model loaded) once per run."""
+    cache = getattr(_local, "extractors", None)
+    if cache is None:
+        cache = _local.extractors = {}
+    key = (name, json.dumps(options, sort_keys=True, default=str))
+    if key not in cache:
+        cache[key] = get_extractor(name, **options)
+        _made.add(cache[key])
+    return cache[key]
+
+
+def close_extractors() -> None:
+    """Release every worker's extractor (models, threads); called when a run ends."""
+    for extractor in list(_made):
+        extractor.close()
+    _made.clear()
+    _local.__dict__.clear()
+
+
+def label_rows(video_ids: list[str], source_id: str, label: Label) -> list[dict]:
     return [{"video_id": vid, "source_id": source_id, "emotion": label.emotion, "stress": label.stress,
              "valence": label.valence, "arousal": label.arousal, "subject_id": label.subject_id,
              "label_source": label.source} for vid in video_ids]
 
 
-def _video_rows(stats: _Stats, item: MediaItem, source_id: str, meta: ItemMeta,
-                extractor: Extractor, ctx: BuildContext) -> list[dict]:
-    rows = []
+def _video_rows(done: _Done, extractor: Extractor, ctx: BuildContext) -> list[dict]:
+    m, meta = done.member, done.meta
     common = {
-        "source_id": source_id, "path": str(item.path), "kind": meta.kind, "width": meta.width,
-        "height": meta.height, "fps": meta.fps, "bytes": item.path.stat().st_size,
+        "source_id": m.source_id, "path": str(m.item.path), "kind": meta.kind, "width": meta.width,
+        "height": meta.height, "fps": meta.fps, "bytes": m.stat.bytes, "mtime_ns": m.stat.mtime_ns,
+        "partial": bool(meta.extra.get("partial")), "note": meta.extra.get("note"),
         "extractor": extractor.name, "extractor_version": extractor.version,
         "extractor_config": json.dumps(extractor.config(), sort_keys=True),
         "config_hash": extractor.config_hash(ctx.options), "contract_version": CONTRACT_VERSION,
         "run_id": ctx.run_id, "extracted_at": now(),
     }
-    for vid, (n, n_face, last) in stats.per_video.items():
-        rows.append({**common, "video_id": vid, "n_frames": n, "n_face_frames": n_face,
-                     "face_rate": n_face / n if n else None, "duration_s": last})
-    return rows
+    return [{**common, "video_id": vid, "n_frames": n, "n_face_frames": n_face,
+             "face_rate": n_face / n if n else None, "duration_s": last}
+            for vid, (n, n_face, last) in done.stats.per_video.items()]
 
 
-def _extract_to_warehouse(item: MediaItem, source_id: str, extractor: Extractor, ctx: BuildContext,
-                          wh: Warehouse, label: Label) -> _Stats:
-    meta = ItemMeta(kind=item.kind)
-    if item.kind in ("video", "image"):
-        info = probe(item)
+def _meta(member: Member) -> ItemMeta:
+    meta = ItemMeta(kind=member.item.kind)
+    if member.item.kind == "video":
+        info = probe(member.item)
         meta.width, meta.height, meta.fps = info.width, info.height, info.fps
-    stats = _Stats()
-    with PartitionWriter(wh.file_for("frames", source_id), FRAMES.arrow_schema()) as writer:
-        for batch in extractor.extract(item, source_id, ctx.options, meta):
-            validate_batch(FRAMES, batch)
-            writer.write(batch)
-            stats.add(batch)
-            failpoint("batch-written", item.path)
-        if writer.rows == 0:
-            raise ItemError("extract", "no frames came out of this item")
-        writer.commit()
-    failpoint("frames-written", item.path)
-    commit_item(wh, item.path, source_id, _video_rows(stats, item, source_id, meta, extractor, ctx),
-                _label_rows(list(stats.per_video), source_id, label))
-    return stats
+        meta.extra["listed_frames"] = info.frame_count
+    return meta
 
 
-def process_item(item: MediaItem, ctx: BuildContext) -> ItemResult:
-    """Load one item into the warehouse, skip it when already loaded with this config, or
-    quarantine it with a one-line reason. Only `TransientError` escapes (to be retried)."""
-    started = time.perf_counter()
-    wh = Warehouse(ctx.home)
-    result = ItemResult(display_path(item.path), "quarantined")
+def _check_partial(meta: ItemMeta, frames_read: int | None, options: ExtractOptions) -> None:
+    """A video whose decoder stopped well short of the frames its container lists loads what
+    it decoded, flagged `partial` with a note (bit rot, a cut-off download)."""
+    listed = meta.extra.get("listed_frames")
+    if meta.kind != "video" or not listed or frames_read is None or options.max_frames or options.fps:
+        return
+    if frames_read < PARTIAL_BELOW * listed:
+        meta.extra["partial"] = True
+        meta.extra["note"] = (f"decoded {frames_read} of the {listed} frames the container lists: "
+                              "the file is damaged after that point")
+
+
+def _extract(member: Member, extractor: Extractor, ctx: BuildContext, meta: ItemMeta) -> Iterator[pa.RecordBatch]:
+    failpoint("extract-item", member.item.path)
+    yield from extractor.extract(member.item, member.source_id, ctx.options, meta)
+    _check_partial(meta, meta.extra.get("frames_read"), ctx.options)
+
+
+def _stream_video(member: Member, extractor: Extractor, ctx: BuildContext, writer: PartitionWriter) -> _Done:
+    """A video: validated and written batch by batch (memory stays flat in its length)."""
+    meta, stats = _meta(member), _Stats()
+    for batch in _extract(member, extractor, ctx, meta):
+        validate_batch(FRAMES, batch)
+        writer.write(batch)
+        stats.add(batch)
+        failpoint("batch-written", member.item.path)
+    if stats.frames == 0:
+        raise ItemError("extract", "no frames came out of this item")
+    return _Done(member, meta, stats, [])
+
+
+def _collect(member: Member, extractor: Extractor, ctx: BuildContext) -> _Done:
+    meta, stats = _meta(member), _Stats()
+    batches = []
+    for batch in _extract(member, extractor, ctx, meta):
+        batches.append(batch)
+        stats.add(batch)
+    if stats.frames == 0:
+        raise ItemError("extract", "no frames came out of this item")
+    return _Done(member, meta, stats, batches)
+
+
+def _validate_shard(done: list[_Done], results: dict[str, ItemResult]) -> list[_Done]:
+    """One contract validation for the whole shard; only when it fails, one per member, so the
+    members that break the contract are quarantined alone."""
+    batches = [b for d in done for b in d.batches]
+    if not batches:
+        return done
     try:
-        failpoint("extract-item", item.path)
-        check_path_name(item.path)
-        label = resolve_label(item.path, ctx.source_root, ctx.emotions, ctx.manifest)
-        result.source_id = source_id = content_hash(item.path)
-        extractor = get_extractor(ctx.extractor, **ctx.extractor_options)
+        validate_batch(FRAMES, pa.Table.from_batches(batches).combine_chunks().to_batches()[0])
+        return done
+    except ItemError:
+        pass
+    good = []
+    for d in done:
         try:
-            key = f"{extractor.config_hash(ctx.options)}|{CONTRACT_VERSION}"
-            with item_lock(wh, source_id):
-                if not ctx.force and loaded_config(wh, source_id) == key:
-                    result.status = "skipped"
-                    _refresh_labels(wh, item, source_id, label)
-                else:
-                    stats = _extract_to_warehouse(item, source_id, extractor, ctx, wh, label)
-                    result.status, result.frames, result.face_frames = "loaded", stats.frames, stats.face_frames
-        finally:
-            extractor.close()
+            for batch in d.batches:
+                validate_batch(FRAMES, batch)
+            good.append(d)
+        except ItemError as exc:
+            _bad(results[d.member.source_id], exc.stage, exc.reason)
+    return good
+
+
+def _bad(result: ItemResult, stage: str, reason: str) -> None:
+    result.status, result.stage, result.reason = "quarantined", stage, reason
+
+
+def _run_member(member: Member, work, result: ItemResult) -> _Done | None:
+    """One member's extraction; a bad item (or a library choking on it) becomes its result."""
+    started = time.perf_counter()
+    try:
+        return work()
     except ItemError as exc:
-        result.stage, result.reason = exc.stage, exc.reason
+        _bad(result, exc.stage, exc.reason)
     except (TransientError, MemoryError):
         raise
     except Exception as exc:  # an extractor or decoder choking on odd input is still bad input
-        log.exception("unexpected error on %s", item.path)
-        result.stage, result.reason = "extract", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if result.status == "quarantined":
-        quarantine_item(wh, item.path, result.stage or "extract", result.reason or "", ctx.run_id, result.source_id)
-    result.seconds = time.perf_counter() - started
-    return result
+        log.exception("unexpected error on %s", member.item.path)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        _bad(result, "extract", f"{type(exc).__name__}: {first}")
+    finally:
+        result.seconds = time.perf_counter() - started
+    return None
 
 
-def _refresh_labels(wh: Warehouse, item: MediaItem, source_id: str, label: Label) -> None:
-    """A skipped item still gets today's labels (a manifest may have changed)."""
-    videos = read_table(wh.file_for("videos", source_id))
-    video_ids = videos.column("video_id").to_pylist()
-    commit_item(wh, item.path, source_id, videos.to_pylist(), _label_rows(video_ids, source_id, label))
+def _extract_unit(unit: Unit, extractor: Extractor, ctx: BuildContext, wh: Warehouse,
+                  todo: list[Member], results: dict[str, ItemResult]) -> tuple[list[_Done], PartitionWriter]:
+    writer = PartitionWriter(wh.file_for("frames", unit.key), FRAMES.arrow_schema())
+    if not unit.sharded:
+        member = todo[0]
+        done = _run_member(member, lambda: _stream_video(member, extractor, ctx, writer), results[member.source_id])
+        return ([done] if done else []), writer
+    collected = [d for m in todo
+                 if (d := _run_member(m, lambda m=m: _collect(m, extractor, ctx), results[m.source_id]))]
+    good = _validate_shard(collected, results)
+    for d in good:
+        for batch in d.batches:
+            writer.write(batch)
+        failpoint("batch-written", d.member.item.path)
+    return good, writer
+
+
+def process_unit(unit: Unit, ctx: BuildContext) -> list[dict]:
+    """Load a unit's members into the warehouse, or quarantine the bad ones with a one-line
+    reason each. Members another run loaded while this one waited for their locks are skipped.
+    Only `TransientError` escapes (the whole unit is retried: nothing of it was committed)."""
+    wh = Warehouse(ctx.home, ctx.warehouse_url)
+    results = {m.source_id: ItemResult(display_path(m.item.path), "quarantined", m.source_id, kind=m.item.kind)
+               for m in unit.members}
+    extractor = worker_extractor(unit.extractor, ctx.extractor_options.get(unit.extractor, {}))
+    key = f"{extractor.config_hash(ctx.options)}|{CONTRACT_VERSION}"
+    with ExitStack() as locks:
+        for name in sorted({*results, unit.key}):  # (a shard's key too: its temporary files are live)
+            locks.enter_context(item_lock(wh, name))
+        inv = inventory(wh)  # caught up with what other runs committed meanwhile
+        todo = [m for m in unit.members if ctx.force or inv.loaded(m.source_id, key) is None]
+        for m in unit.members:
+            if m not in todo:
+                results[m.source_id].status = "skipped"
+        if todo:
+            done, writer = _extract_unit(unit, extractor, ctx, wh, todo, results)
+            with writer:  # aborted (its temporary file removed) unless committed
+                if done:
+                    _commit(unit, done, writer, extractor, ctx, wh, results)
+        _settle(unit, todo, results, ctx, wh)
+    return [r.to_dict() for r in results.values()]
+
+
+def _commit(unit: Unit, done: list[_Done], writer: PartitionWriter, extractor: Extractor,
+            ctx: BuildContext, wh: Warehouse, results: dict[str, ItemResult]) -> None:
+    videos, labels = [], []
+    for d in done:
+        videos += _video_rows(d, extractor, ctx)
+        labels += label_rows(list(d.stats.per_video), d.member.source_id, d.member.label)
+    with file_lock(wh, unit.key):
+        writer.commit()
+        failpoint("frames-written", done[0].member.item.path)
+        commit_unit(wh, unit.key, videos, labels)
+    for d in done:
+        r = results[d.member.source_id]
+        r.status, r.frames, r.face_frames = "loaded", d.stats.frames, d.stats.face_frames
+        r.partial = bool(d.meta.extra.get("partial"))
+        if r.partial:
+            r.reason = d.meta.extra["note"]
+
+
+def _settle(unit: Unit, todo: list[Member], results: dict[str, ItemResult], ctx: BuildContext,
+            wh: Warehouse) -> None:
+    """After the commit: quarantine rows for bad members, duplicate links, and the contents these
+    paths held before (dropped, or handed to a duplicate) — loaded or not, each path now has one
+    state."""
+    for m in todo:
+        r = results[m.source_id]
+        if r.status == "quarantined":
+            quarantine_item(wh, m.item.path, r.stage or "extract", r.reason or "", ctx.run_id, m.source_id,
+                            m.stat, unit_cache_key(unit, ctx))
+            for alias in m.aliases:
+                quarantine_item(wh, alias.path, r.stage or "extract",
+                                f"same bytes as {r.path}, which was quarantined: {r.reason}", ctx.run_id,
+                                m.source_id, alias.stat, unit_cache_key(unit, ctx))
+        after_commit(wh, m, unit.key if r.status == "loaded" else None, ctx.run_id)
+
+
+def unit_cache_key(unit: Unit, ctx: BuildContext) -> str:
+    extractor = worker_extractor(unit.extractor, ctx.extractor_options.get(unit.extractor, {}))
+    return f"{extractor.config_hash(ctx.options)}|{CONTRACT_VERSION}"

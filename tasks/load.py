@@ -1,9 +1,12 @@
-"""Writing one item's results into the warehouse, quarantining bad items, recording runs.
+"""Writing units of work into the warehouse, removing what files no longer hold, quarantining
+bad files, recording runs.
 
-Commit order for an item: frames file (atomic rename) -> videos rows -> labels rows -> path
-pointer; then its quarantine entry is cleared. A kill between steps leaves a frames file with no
-videos row; `sweep_orphans` removes those at the next run's start, and re-extraction rewrites
-the same file names, so the warehouse ends up as after an uninterrupted run.
+Commit order for a unit (one video, or a shard of small items; its three files share a key):
+frames -> labels -> videos. The `videos` file is the commit mark: a kill before it leaves files
+with no `videos` file of their key, which `sweep_orphans` removes at the next run's start, and
+the re-run writes the same key again. Removing contents from a file rewrites it in the same
+order (frames first, `videos` last), so an interrupted removal leaves a `videos` row whose path
+now holds other bytes: the next run that sees that path removes it again.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-from data_contracts import LABELS, QUARANTINE, RUNS, VIDEOS
+import pyarrow as pa
+
+from data_contracts import DUPLICATES, LABELS, QUARANTINE, RUNS, VIDEOS
 from tasks.item_slots import item_slot
+from tasks.labels import Label
 from tasks.media import display_path
 from warehouse import Warehouse
 from warehouse.storage import read_table, settled
 from warehouse.writer import rows_to_table, sweep_temporary, temporary_key, write_atomic
 
 QUARANTINE_COPY_MAX_BYTES = 256 * 1024 * 1024
-ITEM_TABLES = ("frames", "videos", "labels")  # files keyed by source_id, written under its lock
+ITEM_TABLES = ("frames", "videos", "labels")  # files keyed by a unit's key, written under its file lock
 STALE_TMP_S = 600
 
 
@@ -65,38 +71,174 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def loaded_config(wh: Warehouse, source_id: str) -> str | None:
-    """The config hash the item was loaded with, or None when it is not (fully) loaded."""
-    path = wh.file_for("videos", source_id)
-    if not (path.exists() and wh.file_for("frames", source_id).exists()):
-        return None
-    table = read_table(path, columns=["config_hash", "contract_version"])
-    if table.num_rows == 0:
-        return None
-    return f"{table['config_hash'][0].as_py()}|{table['contract_version'][0].as_py()}"
+@contextmanager
+def file_lock(wh: Warehouse, key: str) -> Iterator[None]:
+    """Exclusive use of the files named `key` (a shard's files are rewritten by whichever run
+    removes or relabels one of its items). Taken after item locks, never before them."""
+    with item_lock(wh, f"file.{key}"):
+        yield
 
 
-def _remove_source(wh: Warehouse, source_id: str) -> None:
-    for table in ("frames", "videos", "labels"):
-        with suppress(FileNotFoundError):
-            wh.file_for(table, source_id).unlink()
+def commit_unit(wh: Warehouse, key: str, videos: list[dict], labels: list[dict]) -> None:
+    """Write a unit's labels, then its videos rows (the commit mark); its frames file is
+    already in place."""
+    write_atomic(wh.file_for("labels", key), rows_to_table(LABELS, labels))
+    write_atomic(wh.file_for("videos", key), rows_to_table(VIDEOS, videos))
 
 
-def commit_item(wh: Warehouse, path: Path, source_id: str, videos: list[dict], labels: list[dict]) -> None:
-    """Write an item's videos and labels rows (its frames file is already in place), replace
-    what an older version of the same path left, and clear its quarantine entry."""
-    write_atomic(wh.file_for("videos", source_id), rows_to_table(VIDEOS, videos))
-    write_atomic(wh.file_for("labels", source_id), rows_to_table(LABELS, labels))
-    pointer_dir = wh.home / "index" / "paths"
-    pointer_dir.mkdir(parents=True, exist_ok=True)
-    pointer = pointer_dir / item_id(path)
-    previous = pointer.read_text().strip() if pointer.exists() else None
-    if previous and previous != source_id:
-        _remove_source(wh, previous)  # the file at this path changed: its old rows go
-    tmp = pointer.with_suffix(".tmp")
-    tmp.write_text(source_id)
-    os.replace(tmp, pointer)
+def _rewrite(wh: Warehouse, table: str, key: str, keep) -> int:
+    """Rewrite one table's file of `key` keeping the rows `keep` selects; delete it when none
+    stay. Returns the rows removed."""
+    path = wh.file_for(table, key)
+    try:
+        data = read_table(path)
+    except FileNotFoundError:
+        return 0
+    mask = keep(data)
+    kept = data.filter(mask)
+    if kept.num_rows == data.num_rows:
+        return 0
+    if kept.num_rows == 0:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, kept.cast(wh.table(table).arrow_schema()))
+    return data.num_rows - kept.num_rows
+
+
+def drop_contents(wh: Warehouse, source_ids: set[str], keys: list[str]) -> int:
+    """Remove every row of these contents from the files `keys` (frames first, videos last)."""
+    import pyarrow.compute as pc
+
+    removed = 0
+    wanted = pa.array(sorted(source_ids), pa.string())
+    for key in sorted(set(keys)):
+        with file_lock(wh, key):
+            if _only(wh, key, source_ids):  # a video's own files: no need to read its frames
+                for table in ("frames", "labels", "videos"):
+                    wh.file_for(table, key).unlink(missing_ok=True)
+                removed += 1
+                continue
+            for table in ("frames", "labels", "videos"):
+                removed += _rewrite(wh, table, key, lambda t: pc.invert(pc.is_in(t["source_id"], wanted)))
+    return removed
+
+
+def _only(wh: Warehouse, key: str, source_ids: set[str]) -> bool:
+    """Whether every row of the files `key` belongs to these contents (by its `videos` rows)."""
+    try:
+        held = set(read_table(wh.file_for("videos", key), columns=["source_id"])["source_id"].to_pylist())
+    except FileNotFoundError:
+        return False
+    return bool(held) and held <= source_ids
+
+
+def _update_rows(wh: Warehouse, table: str, key: str, source_id: str, changes: dict) -> None:
+    import pyarrow.compute as pc
+
+    path = wh.file_for(table, key)
+    data = read_table(path)
+    hit = pc.equal(data["source_id"], source_id)
+    columns = {}
+    for name in data.column_names:
+        column = data[name]
+        if name in changes:
+            value = pa.scalar(changes[name], type=column.type)
+            column = pc.if_else(hit, value, column)
+        columns[name] = column
+    write_atomic(path, pa.table(columns).cast(wh.table(table).arrow_schema()))
+
+
+def relabel(wh: Warehouse, key: str, source_id: str, label: Label) -> None:
+    """Give a loaded content new labels (its `labels` rows, in place)."""
+    with file_lock(wh, key):
+        _update_rows(wh, "labels", key, source_id, {
+            "emotion": label.emotion, "stress": label.stress, "valence": label.valence,
+            "arousal": label.arousal, "subject_id": label.subject_id, "label_source": label.source})
+
+
+def relink(wh: Warehouse, key: str, source_id: str, path: Path, size: int, mtime_ns: int,
+           label: Label | None = None) -> None:
+    """Make `path` the canonical file of a loaded content (it moved, or its old file changed)."""
+    with file_lock(wh, key):
+        _update_rows(wh, "videos", key, source_id, {"path": str(path), "bytes": size, "mtime_ns": mtime_ns})
+    if label is not None:
+        relabel(wh, key, source_id, label)
+    unlink_duplicate(wh, path)
     clear_quarantine(wh, path)
+
+
+def stored_label(wh: Warehouse, key: str, source_id: str) -> Label | None:
+    """The labels the warehouse has for a loaded content (its first row), or None."""
+    try:
+        data = read_table(wh.file_for("labels", key))
+    except FileNotFoundError:
+        return None
+    for row in data.to_pylist():
+        if row["source_id"] == source_id:
+            return Label(row["emotion"], row["stress"], row["valence"], row["arousal"], row["subject_id"],
+                         row["label_source"])
+    return None
+
+
+def link_duplicate(wh: Warehouse, path: Path, source_id: str, same_as: str, size: int, mtime_ns: int,
+                   run_id: str, label_conflict: str | None = None) -> None:
+    row = {"item_id": item_id(path), "path": display_path(path), "source_id": source_id, "same_as": same_as,
+           "bytes": size, "mtime_ns": mtime_ns, "label_conflict": label_conflict, "run_id": run_id,
+           "seen_at": now()}
+    write_atomic(wh.file_for("duplicates", item_id(path)), rows_to_table(DUPLICATES, [row]))
+    clear_quarantine(wh, path)
+
+
+def unlink_duplicate(wh: Warehouse, path: Path) -> None:
+    with suppress(FileNotFoundError):
+        wh.file_for("duplicates", item_id(path)).unlink()
+
+
+def promote(wh: Warehouse, source_id: str, heir: str) -> None:
+    """A duplicate takes over as the canonical file of content whose canonical file changed."""
+    from warehouse.inventory import inventory
+
+    inv = inventory(wh)
+    held = inv.loaded(source_id)
+    if held is None:
+        return
+    try:
+        st = os.stat(heir)
+    except OSError:
+        drop_contents(wh, {source_id}, inv.keys_of(source_id))
+        return
+    relink(wh, held.key, source_id, Path(heir), st.st_size, st.st_mtime_ns)
+
+
+def after_commit(wh: Warehouse, member, loaded_key: str | None, run_id: str) -> None:
+    """What a member's new state changes beyond its own rows: stale copies of its content in
+    other files, the contents its path held before, its duplicates' links, its old records."""
+    from warehouse.inventory import inventory
+
+    inv = inventory(wh)
+    path = member.item.path
+    if loaded_key is not None:
+        stale = [k for k in inv.keys_of(member.source_id) if k != loaded_key]
+        if stale:
+            drop_contents(wh, {member.source_id}, stale)
+        for alias in member.aliases:
+            link_duplicate(wh, alias.path, member.source_id, str(path), alias.stat.bytes, alias.stat.mtime_ns,
+                           run_id, alias.label_conflict)
+        unlink_duplicate(wh, path)
+        clear_quarantine(wh, path)
+    release(wh, list(member.replaces), list(member.promote))
+
+
+def release(wh: Warehouse, drops: list[str], promotions: list[tuple[str, str]]) -> None:
+    """Contents no file holds any more go; those a duplicate still holds move to it."""
+    from warehouse.inventory import inventory
+
+    inv = inventory(wh)
+    if drops:
+        keys = [k for s in drops for k in inv.keys_of(s)]
+        drop_contents(wh, set(drops), keys)
+    for source_id, heir in promotions:
+        promote(wh, source_id, heir)
 
 
 def clear_quarantine(wh: Warehouse, path: Path) -> None:
@@ -105,7 +247,7 @@ def clear_quarantine(wh: Warehouse, path: Path) -> None:
 
 
 def quarantine_item(wh: Warehouse, path: Path, stage: str, reason: str, run_id: str,
-                    source_id: str | None = None) -> dict:
+                    source_id: str | None = None, stat=None, cache_key: str | None = None) -> dict:
     """Record a bad item (table row + a copy of the file when it can be read) and return the row."""
     key = item_id(path)
     copy_path = None
@@ -116,7 +258,9 @@ def quarantine_item(wh: Warehouse, path: Path, stage: str, reason: str, run_id: 
             shutil.copyfile(path, target)
             copy_path = str(target)
     row = {"item_id": key, "path": display_path(path), "source_id": source_id, "stage": stage,
-           "reason": reason, "copy_path": copy_path, "run_id": run_id, "quarantined_at": now()}
+           "reason": reason, "copy_path": copy_path, "run_id": run_id, "quarantined_at": now(),
+           "bytes": getattr(stat, "bytes", None), "mtime_ns": getattr(stat, "mtime_ns", None),
+           "cache_key": cache_key}
     write_atomic(wh.file_for("quarantine", key), rows_to_table(QUARANTINE, [row]))
     return row
 
@@ -144,13 +288,14 @@ def sweep_orphans(wh: Warehouse) -> int:
     for table in wh.tables:
         removed += sweep_temporary(wh.table_dir(table), functools.partial(_abandoned, wh, table))
     committed = {p.stem for p in wh.files("videos")}
-    for frames_file in wh.files("frames"):
-        source_id = frames_file.stem
-        if source_id in committed:
-            continue
-        with item_lock(wh, source_id, blocking=False) as locked:
-            if locked and not wh.file_for("videos", source_id).exists() and settled(frames_file, STALE_TMP_S):
-                with suppress(FileNotFoundError):
-                    frames_file.unlink()
-                    removed += 1
+    for table in ("frames", "labels"):
+        for orphan in wh.files(table):
+            key = orphan.stem
+            if key in committed:
+                continue
+            with item_lock(wh, f"file.{key}", blocking=False) as locked:
+                if locked and not wh.file_for("videos", key).exists() and settled(orphan, STALE_TMP_S):
+                    with suppress(FileNotFoundError):
+                        orphan.unlink()
+                        removed += 1
     return removed

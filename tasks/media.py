@@ -64,8 +64,17 @@ def _walk(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-def discover_media(source: str, kinds: tuple[str, ...]) -> list[MediaItem]:
-    """Media items of the wanted kinds under `source`: a file, a folder (recursive) or a glob."""
+@dataclass(frozen=True)
+class Discovery:
+    """Every file under a source: media items of each kind, and the files that are none."""
+
+    items: list[MediaItem]
+    others: list[Path]
+    where: str
+
+
+def discover(source: str) -> Discovery:
+    """All files under `source`: a file, a folder (recursive) or a glob."""
     if any(ch in source for ch in "*?["):
         candidates = [Path(p) for p in sorted(globlib.glob(source, recursive=True))]
         candidates = [p for p in candidates if not p.is_dir()]
@@ -76,15 +85,27 @@ def discover_media(source: str, kinds: tuple[str, ...]) -> list[MediaItem]:
             raise SetupError(f"source not found: {root}")
         candidates = list(_walk(root)) if root.is_dir() else [root]
         where = f"{'folder' if root.is_dir() else 'file'} {root}"
-    items = []
+    items, others = [], []
     for path in candidates:
         kind = kind_of(path)
-        if kind in kinds:
+        if kind is None:
+            others.append(path.absolute())
+        else:
             items.append(MediaItem(path.absolute(), kind))
+    return Discovery(items, others, where)
+
+
+def extensions(kinds: tuple[str, ...]) -> list[str]:
+    return [e for k, exts in (("video", VIDEO_EXTENSIONS), ("image", IMAGE_EXTENSIONS), ("csv", CSV_EXTENSIONS))
+            if k in kinds for e in exts]
+
+
+def discover_media(source: str, kinds: tuple[str, ...]) -> list[MediaItem]:
+    """Media items of the wanted kinds under `source`: a file, a folder (recursive) or a glob."""
+    found = discover(source)
+    items = [i for i in found.items if i.kind in kinds]
     if not items:
-        wanted = [e for k, exts in (("video", VIDEO_EXTENSIONS), ("image", IMAGE_EXTENSIONS),
-                                    ("csv", CSV_EXTENSIONS)) if k in kinds for e in exts]
-        raise SetupError(f"no media found in {where} (looked for {' '.join(wanted)})")
+        raise SetupError(f"no media found in {found.where} (looked for {' '.join(extensions(kinds))})")
     return items
 
 
@@ -176,25 +197,26 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def iter_frames(item: MediaItem, fps: float | None = None, max_frames: int | None = None,
-                prefetch: int = PREFETCH_FRAMES) -> Iterator[Frame]:
+                prefetch: int = PREFETCH_FRAMES, tally: dict | None = None) -> Iterator[Frame]:
     """Decoded RGB frames with decoder timestamps (true times for variable frame rate video).
 
     `fps` keeps at most that many frames per second of media time; `max_frames` stops early.
     Frame indices are the decoder's, 0-based, so they line up with other tools' output.
     Video is decoded in a background thread up to `prefetch` frames ahead (0: in the caller's
-    thread), so decoding overlaps the detector's work on the previous frame.
+    thread), so decoding overlaps the detector's work on the previous frame. `tally`, when given,
+    gets `frames_read`: how many frames the decoder returned before it stopped.
     """
     if item.kind == "image":
         yield Frame(0, 0.0, _read_image(item.path))
         return
-    frames = _video_frames(item.path, fps, max_frames)
+    frames = _video_frames(item.path, fps, max_frames, tally if tally is not None else {})
     yield from (prefetched(frames, prefetch) if prefetch > 0 else frames)
 
 
-def _video_frames(path: Path, fps: float | None, max_frames: int | None) -> Iterator[Frame]:
+def _video_frames(path: Path, fps: float | None, max_frames: int | None, tally: dict) -> Iterator[Frame]:
     cap = _open_video(path)
     try:
-        yield from _decode(cap, fps, max_frames)
+        yield from _decode(cap, fps, max_frames, tally)
     finally:
         cap.release()
 
@@ -242,7 +264,7 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
         thread.join()
 
 
-def _decode(cap: cv2.VideoCapture, fps: float | None, max_frames: int | None) -> Iterator[Frame]:
+def _decode(cap: cv2.VideoCapture, fps: float | None, max_frames: int | None, tally: dict) -> Iterator[Frame]:
     nominal = cap.get(cv2.CAP_PROP_FPS) or 0.0
     step = 1.0 / fps if fps else 0.0
     next_keep = 0.0
@@ -258,5 +280,6 @@ def _decode(cap: cv2.VideoCapture, fps: float | None, max_frames: int | None) ->
             kept += 1
             yield Frame(index, max(timestamp, 0.0), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         index += 1
+        tally["frames_read"] = index
     if index == 0:
         raise ItemError("extract", "no frame could be decoded: truncated or corrupt video")

@@ -27,9 +27,14 @@ def _quote(path: str) -> str:
 
 
 def table_view_sql(wh: Warehouse, skip: tuple[str, ...] = ()) -> list[str]:
-    """One `CREATE VIEW` per contract table over its Parquet files (but the tables in `skip`)."""
+    """One `CREATE VIEW` per contract table over its Parquet files (but the tables in `skip`).
+
+    Columns are matched by name across files, so files written before a column was added to the
+    contract read as null there (by default DuckDB takes the first file's columns). `frames`,
+    whose files always carry every contract column, skips that: it reads no extra footers."""
     return [
-        f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(wh.glob(name))})"
+        f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({_quote(wh.glob(name))}"
+        f"{'' if name == 'frames' else ', union_by_name = true'})"
         for name in wh.tables if name not in skip
     ]
 

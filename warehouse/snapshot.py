@@ -32,30 +32,21 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import duckdb
 
 from data_contracts import FRAMES
 from warehouse.layout import Warehouse
-from warehouse.storage import ObjectPath, StoragePath, register
+from warehouse.storage import FileState, StoragePath, list_files, register
 
 TABLE = FRAMES.name
 LINK = "current.duckdb"
-FORMAT = "2"  # bump when the snapshot layout changes: older snapshots are then rebuilt
+FORMAT = "3"  # bump when the snapshot layout changes: older snapshots are then rebuilt
+# (3: rows carry `_file`, the key of the Parquet file they came from: a shard file holds many items)
+FILE_COLUMN = "_file"
 KEEP = 2  # snapshots kept: the current one and the one before it (a reader that resolved the link just
 # before a publish still finds its file; one already attached keeps reading even after a prune)
-
-
-@dataclass(frozen=True)
-class FileState:
-    """A Parquet file's identity: size, time, and a tag every write changes (the inode locally,
-    where each write renames a new file into place; the ETag, or generation, of an object)."""
-
-    size: int
-    mtime_ns: int
-    tag: str
 
 
 @dataclass(frozen=True)
@@ -90,42 +81,8 @@ def _frames_dir(wh: Warehouse) -> StoragePath:
     return wh.table_dir(TABLE)
 
 
-def _item_file(name: str) -> bool:
-    return name.endswith(".parquet") and not name.startswith((".", "_"))
-
-
 def _listing(wh: Warehouse) -> dict[str, FileState]:
-    directory = _frames_dir(wh)
-    if isinstance(directory, ObjectPath):
-        return _object_listing(directory)
-    out = {}
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if _item_file(entry.name):
-                st = entry.stat()
-                out[entry.name] = FileState(st.st_size, st.st_mtime_ns, str(st.st_ino))
-    return out
-
-
-def _object_listing(directory: ObjectPath) -> dict[str, FileState]:
-    """One listing request: each object's size, time and ETag (s3fs; `generation`/`etag` on
-    other stores, the time alone where a store offers nothing else)."""
-    try:
-        entries = directory.fs.ls(directory.key, detail=True)
-    except FileNotFoundError:
-        return {}
-    out = {}
-    for info in entries:
-        name = PurePosixPath(info["name"]).name
-        if info.get("type") == "directory" or not _item_file(name):
-            continue
-        when = next((info[k] for k in ("LastModified", "mtime", "updated", "created") if info.get(k)), None)
-        if isinstance(when, str):
-            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
-        mtime_ns = int(when.timestamp() * 1e9) if isinstance(when, datetime) else int(float(when or 0) * 1e9)
-        tag = next((str(info[k]) for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), "")
-        out[name] = FileState(int(info.get("size") or 0), mtime_ns, tag)
-    return out
+    return list_files(_frames_dir(wh))
 
 
 def _recorded(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, FileState]:
@@ -193,7 +150,7 @@ def frames_view_sql(con: duckdb.DuckDBPyConnection, delta: Delta, alias: str = "
     sql = f"SELECT {select} FROM {alias}.{TABLE}"
     if delta.hidden:
         keys = ", ".join(_quote(k) for k in delta.hidden)
-        sql += f" WHERE source_id NOT IN ({keys})"
+        sql += f" WHERE {FILE_COLUMN} NOT IN ({keys})"
     if delta.fresh:
         columns = ", ".join(f'"{n}"' for n in FRAMES.names)
         files = ", ".join(_quote(str(p)) for p in delta.fresh)
@@ -207,7 +164,8 @@ def _quote(text: str) -> str:
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:
     keys = [c for c in FRAMES.columns if not c.nullable]
-    con.execute(f"CREATE TABLE {TABLE} ({', '.join(f'{chr(34)}{c.name}{chr(34)} {c.duckdb_type}' for c in keys)})")
+    columns = [f'"{c.name}" {c.duckdb_type}' for c in keys] + [f"{FILE_COLUMN} VARCHAR NOT NULL"]
+    con.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")
     con.execute("CREATE TABLE _files (name VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, tag VARCHAR)")
     con.execute("CREATE TABLE _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.execute("INSERT INTO _meta VALUES ('fingerprint', ?)", [_version()])
@@ -292,7 +250,7 @@ def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, Fil
            fresh: list[str], stale: list[str]) -> None:
     con.execute("BEGIN")
     if stale:
-        con.execute(f"DELETE FROM {TABLE} WHERE source_id IN (SELECT unnest(?))", [[_key(n) for n in stale]])
+        con.execute(f"DELETE FROM {TABLE} WHERE {FILE_COLUMN} IN (SELECT unnest(?))", [[_key(n) for n in stale]])
         con.execute("DELETE FROM _files WHERE name IN (SELECT unnest(?))", [stale])
     if fresh:
         paths = [str(_frames_dir(wh) / n) for n in fresh]
@@ -302,7 +260,8 @@ def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, Fil
             if name not in stored:
                 con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{name}" {FRAMES.by_name[name].duckdb_type}')
         columns = ", ".join(f'"{n}"' for n in filled)
-        con.execute(f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM read_parquet(?)", [paths])
+        con.execute(f"INSERT INTO {TABLE} ({columns}, {FILE_COLUMN}) SELECT {columns}, "
+                    "parse_filename(filename, true) FROM read_parquet(?, filename = true)", [paths])
         con.executemany("INSERT INTO _files VALUES (?, ?, ?, ?)",
                         [(n, listing[n].size, listing[n].mtime_ns, listing[n].tag) for n in fresh])
     con.execute("COMMIT")

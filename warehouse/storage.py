@@ -13,8 +13,11 @@ DuckDB reads the same objects through the fsspec filesystem registered on its co
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import duckdb
@@ -110,6 +113,20 @@ def read_table(path: StoragePath, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, columns=columns)
 
 
+def read_columns(path: StoragePath, wanted: list[str]) -> pa.Table:
+    """The `wanted` columns the file has (files written before a column existed lack it), with
+    one open of the file."""
+    if isinstance(path, ObjectPath):
+        with path.fs.open(path.key, "rb") as fh:
+            return _present_columns(pq.ParquetFile(fh), wanted)
+    return _present_columns(pq.ParquetFile(path), wanted)
+
+
+def _present_columns(parquet: pq.ParquetFile, wanted: list[str]) -> pa.Table:
+    names = set(parquet.schema_arrow.names)
+    return parquet.read(columns=[c for c in wanted if c in names])
+
+
 def read_schema(path: StoragePath) -> pa.Schema:
     if isinstance(path, ObjectPath):
         with path.fs.open(path.key, "rb") as fh:
@@ -145,3 +162,56 @@ def register(con: duckdb.DuckDBPyConnection, root: StoragePath) -> None:
     """Let DuckDB read the tree: an object store's fsspec filesystem is registered on `con`."""
     if isinstance(root, ObjectPath):
         con.register_filesystem(root.fs)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A Parquet file's identity: size, time, and a tag every write changes (the inode locally,
+    where each write renames a new file into place; the ETag, or generation, of an object)."""
+
+    size: int
+    mtime_ns: int
+    tag: str
+
+
+def data_file(name: str) -> bool:
+    """A table's data file: `*.parquet`, not a hidden temporary file nor the `_schema` seed."""
+    return name.endswith(".parquet") and not name.startswith((".", "_"))
+
+
+def list_files(directory: StoragePath) -> dict[str, FileState]:
+    """A table folder's data files and their states: one `scandir` locally, one listing request
+    on an object store."""
+    if isinstance(directory, ObjectPath):
+        return _object_listing(directory)
+    out = {}
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if data_file(entry.name):
+                    st = entry.stat()
+                    out[entry.name] = FileState(st.st_size, st.st_mtime_ns, str(st.st_ino))
+    except FileNotFoundError:
+        return {}
+    return out
+
+
+def _object_listing(directory: ObjectPath) -> dict[str, FileState]:
+    """Each object's size, time and ETag (s3fs; `generation`/`etag` on other stores, the time
+    alone where a store offers nothing else)."""
+    try:
+        entries = directory.fs.ls(directory.key, detail=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for info in entries:
+        name = PurePosixPath(info["name"]).name
+        if info.get("type") == "directory" or not data_file(name):
+            continue
+        when = next((info[k] for k in ("LastModified", "mtime", "updated", "created") if info.get(k)), None)
+        if isinstance(when, str):
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        mtime_ns = int(when.timestamp() * 1e9) if isinstance(when, datetime) else int(float(when or 0) * 1e9)
+        tag = next((str(info[k]) for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), "")
+        out[name] = FileState(int(info.get("size") or 0), mtime_ns, tag)
+    return out

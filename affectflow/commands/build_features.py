@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from affectflow.commands._common import fail, parameter_error
 from tasks.errors import SetupError
@@ -25,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-faces", type=int, default=1, help="faces per frame (MediaPipe)")
     p.add_argument("--workers", type=int, default=2, help="items extracted at once")
     p.add_argument("--force", action="store_true", help="re-extract items already loaded")
+    p.add_argument("--relabel", action="store_true", help="reset every label to what this run's sources say "
+                   "(manifest, folder and file names), including labels an earlier manifest gave; without it "
+                   "a label from an earlier manifest stays")
     p.add_argument("--task-runner", choices=("thread", "process", "dask"), default="thread",
                    help="how items fan out: threads, processes, or a Dask cluster (default thread)")
     p.add_argument("--dask-address", help="an existing Dask scheduler (default: start a local cluster)")
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     params = {"source": args.source, "labels": args.labels, "extractor": args.extractor or settings.extractor,
               "fps": args.fps, "max_frames": args.max_frames,
               "min_confidence": settings.min_confidence if args.min_confidence is None else args.min_confidence,
-              "num_faces": args.num_faces, "workers": args.workers, "force": args.force,
+              "num_faces": args.num_faces, "workers": args.workers, "force": args.force, "relabel": args.relabel,
               "task_runner": args.task_runner, "dask_address": args.dask_address}
     try:
         summary = build_features(**params)
@@ -52,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"bad parameters: {message}")
         raise
     print_summary(summary, as_json=args.json)
+    if summary.get("failed"):
+        print(f"affectflow: error: {summary['failed']} item(s) still failed after their retries "
+              "(see the quarantine table, stage 'failed'); run again to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -59,8 +67,19 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    print(f"build-features ({summary['extractor']}): {summary['items']} items — {summary['loaded']} loaded, "
-          f"{summary['skipped']} already loaded, {summary['quarantined']} quarantined; "
-          f"{summary['frames']} frames, face rate {summary['face_rate']}, {summary['frames_per_s']} frames/s")
+    parts = [f"{summary['loaded']} loaded", f"{summary['skipped']} already loaded"]
+    parts += [f"{summary[k]} {word}" for k, word in (("duplicates", "duplicates"), ("quarantined", "quarantined"),
+                                                    ("failed", "failed")) if summary.get(k) or k == "quarantined"]
+    line = f"build-features ({summary['extractor']}): {summary['items']} files — {', '.join(parts)}"
+    if summary["frames"]:
+        line += f"; {summary['frames']} frames, face rate {summary['face_rate']}, {summary['frames_per_s']} frames/s"
+    else:
+        line += "; nothing new to extract"
+    print(line)
     for reason, count in summary.get("quarantine_reasons", {}).items():
         print(f"  quarantined {count}: {reason}")
+    for partial in summary.get("partial", []):
+        print(f"  partial: {partial['path']}: {partial['note']}")
+    if summary.get("ignored"):
+        print(f"  ignored {summary['ignored']} files no chosen extractor reads, e.g. "
+              f"{', '.join(summary['ignored_examples'][:3])}")

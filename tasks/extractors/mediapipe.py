@@ -145,6 +145,7 @@ class MediaPipeExtractor(Extractor):
         self.models_dir = Path(models_dir) if models_dir is not None else settings.models_dir
         self.offline = offline if offline is not None else settings.offline
         self._model_path: Path | None = None
+        self._image_landmarker: vision.FaceLandmarker | None = None
 
     @property
     def version(self) -> str:
@@ -175,19 +176,28 @@ class MediaPipeExtractor(Extractor):
 
     def extract(self, item: MediaItem, source_id: str, options: ExtractOptions,
                 meta: ItemMeta) -> Iterator[pa.RecordBatch]:
-        video = item.kind == "video"
-        landmarker = self._landmarker(vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE)
+        if item.kind != "video":  # still images: one landmarker (one model load) for them all
+            if self._image_landmarker is None:
+                self._image_landmarker = self._landmarker(vision.RunningMode.IMAGE)
+            yield from self._rows(self._image_landmarker, False, item, source_id, options, meta)
+            return
+        landmarker = self._landmarker(vision.RunningMode.VIDEO)  # tracks across one video's frames
         try:
-            yield from self._rows(landmarker, video, item, source_id, options, meta)
+            yield from self._rows(landmarker, True, item, source_id, options, meta)
         finally:
             landmarker.close()
+
+    def close(self) -> None:
+        if self._image_landmarker is not None:
+            self._image_landmarker.close()
+            self._image_landmarker = None
 
     def _rows(self, landmarker: vision.FaceLandmarker, video: bool, item: MediaItem,
               source_id: str, options: ExtractOptions, meta: ItemMeta) -> Iterator[pa.RecordBatch]:
         builder = FrameBatchBuilder(source_id, self.batch_rows)
         tracker = IouTracker()
         last_ms = -1
-        for frame in iter_frames(item, options.fps, options.max_frames):
+        for frame in iter_frames(item, options.fps, options.max_frames, tally=meta.extra):
             if meta.width is None:
                 meta.height, meta.width = frame.rgb.shape[:2]
             last_ms = max(int(round(frame.timestamp * 1000.0)), last_ms + 1)

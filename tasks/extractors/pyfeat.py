@@ -230,7 +230,7 @@ class PyFeatExtractor(Extractor):
         builder = FrameBatchBuilder(source_id, self.batch_rows)
         tracker = IouTracker()
         frames = iter_frames(item, options.fps, options.max_frames,
-                             prefetch=2 * self.batch_size if self.prefetch else 0)
+                             prefetch=2 * self.batch_size if self.prefetch else 0, tally=meta.extra)
         held: list[list[Box]] = [[]]  # the last detection's boxes, carried across chunks
         position = 0
         for chunk in _chunks(frames, self.batch_size):

@@ -4,7 +4,7 @@ import os
 import time
 
 from data_contracts import FRAMES
-from tasks.load import item_lock, sweep_orphans
+from tasks.load import file_lock, item_lock, sweep_orphans
 from warehouse import Warehouse
 from warehouse.writer import PartitionWriter
 
@@ -20,13 +20,18 @@ def test_sweep_spares_a_live_writer_and_removes_an_abandoned_one(tmp_path):
     assert not writer._tmp.exists()
 
 
-def test_sweep_removes_orphan_frames_without_videos_row(tmp_path):
+def test_sweep_removes_files_whose_unit_never_got_its_videos_file(tmp_path):
     wh = Warehouse(tmp_path).init()
-    orphan = wh.file_for("frames", "def")
-    orphan.write_bytes(b"whole file, but its item never got a videos row")
-    with item_lock(wh, "def"):
-        assert sweep_orphans(wh) == 0 and orphan.exists()
-    assert sweep_orphans(wh) == 1 and not orphan.exists()
+    orphans = [wh.file_for(table, "shard-def") for table in ("frames", "labels")]
+    for orphan in orphans:
+        orphan.write_bytes(b"whole file, but its unit never got a videos file (the commit mark)")
+    committed = wh.file_for("frames", "ghi")
+    committed.write_bytes(b"x")
+    wh.file_for("videos", "ghi").write_bytes(b"x")
+    with file_lock(wh, "shard-def"):  # a run committing that unit right now
+        assert sweep_orphans(wh) == 0 and all(o.exists() for o in orphans)
+    assert sweep_orphans(wh) == 2 and not any(o.exists() for o in orphans)
+    assert committed.exists()
 
 
 def test_stale_temporary_files_of_other_tables(tmp_path):
