@@ -53,6 +53,7 @@ from tasks.run_registry import active_run, mark_crashed
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 from warehouse.inventory import inventory
+from warehouse.storage import StorageError
 
 ExtractorName = Literal["auto", "mediapipe", "openface-csv", "pyfeat"]
 TaskRunnerName = Literal["thread", "process", "dask"]
@@ -147,6 +148,8 @@ def _results_of(future, unit: Unit) -> list[dict]:
     reason, so the run finishes and says so (the next run tries them again)."""
     try:
         return future.result()
+    except StorageError:
+        raise  # the warehouse cannot be written: the run stops, saying where and why
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         reason = f"failed after {RETRIES + 1} attempts: {first}"

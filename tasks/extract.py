@@ -34,6 +34,7 @@ from tasks.plan import Member, Unit
 from tasks.validate import validate_batch
 from warehouse import Warehouse
 from warehouse.inventory import inventory
+from warehouse.storage import StorageError
 from warehouse.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def _run_member(member: Member, work, result: ItemResult) -> _Done | None:
         return work()
     except ItemError as exc:
         _bad(result, exc.stage, exc.reason)
-    except (TransientError, MemoryError):
+    except (TransientError, MemoryError, StorageError):  # retried, or the run cannot go on
         raise
     except Exception as exc:  # an extractor or decoder choking on odd input is still bad input
         log.exception("unexpected error on %s", member.item.path)
@@ -278,7 +279,21 @@ def process_unit(unit: Unit, ctx: BuildContext) -> list[dict]:
                 if done:
                     _commit(unit, done, writer, extractor, ctx, wh, results)
         _settle(unit, todo, results, ctx, wh)
-    return [r.to_dict() for r in results.values()]
+    return [r.to_dict() for r in results.values()] + _alias_results(todo, results)
+
+
+def _alias_results(todo: list[Member], results: dict[str, ItemResult]) -> list[dict]:
+    """The files that share a member's bytes: duplicates of it once it loaded, else as bad as it."""
+    rows = []
+    for m in todo:
+        r = results[m.source_id]
+        for alias in m.aliases:
+            loaded = r.status == "loaded"
+            rows.append(ItemResult(display_path(alias.path), "duplicate" if loaded else r.status, m.source_id,
+                                   stage=None if loaded else r.stage,
+                                   reason=f"same bytes as {r.path}" if loaded else r.reason,
+                                   kind=m.item.kind).to_dict())
+    return rows
 
 
 def _commit(unit: Unit, done: list[_Done], writer: PartitionWriter, extractor: Extractor,

@@ -29,7 +29,7 @@ from tasks.item_slots import item_slot
 from tasks.labels import Label
 from tasks.media import display_path
 from warehouse import Warehouse
-from warehouse.storage import read_table, settled
+from warehouse.storage import read_table, settled, writing
 from warehouse.writer import rows_to_table, sweep_temporary, temporary_key, write_atomic
 
 QUARANTINE_COPY_MAX_BYTES = 256 * 1024 * 1024
@@ -54,8 +54,10 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
     machines share without sharing `home`, the item also holds a slot on the Prefect server
     (`tasks.item_slots`), taken after the file lock so a machine's own processes queue locally."""
     lock_dir = wh.home / "locks" / "items"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{key}.lock", "w") as fh:
+    with writing(lock_dir):
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_dir / f"{key}.lock", "w")  # noqa: SIM115 (closed by the with below)
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:

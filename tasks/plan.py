@@ -248,33 +248,54 @@ def _on_disk(held: Held) -> bool:
 
 def _settle_content(source_id: str, files: list[_Seen], inv: Inventory, inputs: PlanInputs,
                     run: _Run, plan: Plan) -> Member | None:
-    """Skip, relink or extract one content; the files beyond its canonical path become links."""
+    """Skip, relink or extract one content. Its canonical path is the first in sort order of the
+    files that hold it (this run's, and the loaded copy's when it is outside the run and still
+    there), so the result depends on the files, not on the order they came in; the other files
+    become links."""
     extractor = inputs.routes[files[0].item.kind]
     key = inputs.cache_keys[extractor]
     held = None if inputs.force else inv.loaded(source_id, key)
-    paths = [str(f.item.path) for f in files]
-    if held is not None and (held.path in paths or (held.path not in run.paths and _on_disk(held))):
-        canonical = held.path
-        first = next((f for f in files if str(f.item.path) == canonical), None)
-        if first is not None:
+    if held is None:
+        first = files[0]
+        text = str(first.item.path)
+        label = _label(first.item.path, _previous(text, inv), inputs)
+        aliases = tuple(Alias(f.item.path, f.stat, _conflict(f.item.path, label, inputs)) for f in files[1:])
+        if text in inv.linked:
+            plan.unlink.append(first.item.path)
+        replaces, promote = _release(text, source_id, inv, run, plan, immediate=False)
+        return Member(first.item, source_id, first.stat, label, extractor, tuple(replaces), aliases, tuple(promote))
+    by_path = {str(f.item.path): f for f in files}
+    if held.path not in by_path and held.path not in run.paths and _on_disk(held):
+        outside = _seen_outside(held)  # the loaded copy, outside this run's source, still holds it
+        if outside is not None:
+            by_path[held.path] = outside
+    canonical = min(by_path)
+    if canonical == held.path:
+        if held.path in {str(f.item.path) for f in files}:
+            first = by_path[canonical]
             plan.early.append(Early(first.item.path, "skipped", source_id=source_id, stat=first.stat,
                                     kind=first.item.kind))
             _maybe_relabel(held, first.item.path, inputs, plan)
-        _link(files, canonical, source_id, inputs, inv, run, plan)
-        return None
-    first = files[0]
-    if held is not None:  # loaded, but its canonical file moved away: this file takes over
-        plan.relinks.append((held, first.item.path, _label(first.item.path, held, inputs)))
-        plan.early.append(Early(first.item.path, "skipped", f"moved from {held.path}", source_id=source_id,
-                                stat=first.stat, kind=first.item.kind))
+    else:
+        first = by_path[canonical]
+        moved = held.path not in by_path  # gone or changed: the label moves with the bytes
+        label = _label(first.item.path, held, inputs) if moved else inputs.label_of(first.item.path)
+        plan.relinks.append((held, first.item.path, label))
+        plan.early.append(Early(first.item.path, "skipped", f"moved from {held.path}" if moved else None,
+                                source_id=source_id, stat=first.stat, kind=first.item.kind))
         _release(held.path, source_id, inv, run, plan, immediate=True)
-        _link(files[1:], str(first.item.path), source_id, inputs, inv, run, plan)
+        _release(canonical, source_id, inv, run, plan, immediate=True)  # what the new canonical held before
+    _link([f for p, f in by_path.items() if p != canonical], canonical, source_id, inputs, inv, run, plan,
+          report={str(f.item.path) for f in files})
+    return None
+
+
+def _seen_outside(held: Held) -> _Seen | None:
+    try:
+        st = file_stat(Path(held.path))
+    except ItemError:
         return None
-    text = str(first.item.path)
-    label = _label(first.item.path, _previous(text, inv), inputs)
-    aliases = tuple(Alias(f.item.path, f.stat, _conflict(f.item.path, label, inputs)) for f in files[1:])
-    replaces, promote = _release(text, source_id, inv, run, plan, immediate=False)
-    return Member(first.item, source_id, first.stat, label, extractor, tuple(replaces), aliases, tuple(promote))
+    return _Seen(MediaItem(Path(held.path), "outside"), held.source_id, st)
 
 
 def _previous(path: str, inv: Inventory) -> Held | None:
@@ -308,18 +329,19 @@ def _conflict(path: Path, label: Label, inputs: PlanInputs) -> str | None:
 
 
 def _link(files: list[_Seen], canonical: str, source_id: str, inputs: PlanInputs, inv: Inventory,
-          run: _Run, plan: Plan) -> None:
+          run: _Run, plan: Plan, report: set[str]) -> None:
+    """Link each file to the canonical copy of its bytes; `report` says which files this run
+    reports on (a loaded copy outside the run's source is linked but not reported)."""
     label = inputs.label_of(Path(canonical))
     for f in files:
         path = str(f.item.path)
-        if path == canonical:
-            continue
         linked = inv.linked.get(path)
         stat_same = linked is not None and (linked.bytes, linked.mtime_ns) == (f.stat.bytes, f.stat.mtime_ns)
         if not (linked and linked.source_id == source_id and linked.same_as == canonical and stat_same):
             plan.links.append(Link(f.item.path, source_id, canonical, f.stat, _conflict(f.item.path, label, inputs)))
-        plan.early.append(Early(f.item.path, "duplicate", f"same bytes as {display_path(Path(canonical))}",
-                                source_id=source_id, stat=f.stat, kind=f.item.kind))
+        if path in report:
+            plan.early.append(Early(f.item.path, "duplicate", f"same bytes as {display_path(Path(canonical))}",
+                                    source_id=source_id, stat=f.stat, kind=f.item.kind))
         _release(path, source_id, inv, run, plan, immediate=True)
 
 

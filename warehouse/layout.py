@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from data_contracts.columns import Table
 from data_contracts.registry import all_tables
-from warehouse.storage import StoragePath, read_schema, storage_root
+from warehouse.storage import StoragePath, read_schema, storage_root, writing
 
 SEED_FILE = "_schema.parquet"
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.=-]{1,200}$")
@@ -56,10 +57,13 @@ class Warehouse:
 
     def init(self) -> Warehouse:
         """Create the tree and (re)write each table's schema seed when the contract changed."""
-        self.home.mkdir(parents=True, exist_ok=True)  # the catalog, locks and index stay here
+        with writing(self.home):
+            self.home.mkdir(parents=True, exist_ok=True)  # the catalog, locks and index stay here
+            _probe(self.home)
         for table in self.tables.values():
             directory = self.table_dir(table.name)
-            directory.mkdir(parents=True, exist_ok=True)
+            with writing(directory):
+                directory.mkdir(parents=True, exist_ok=True)
             seed = directory / SEED_FILE
             fingerprint = table.fingerprint()
             if seed.exists():
@@ -73,3 +77,10 @@ class Warehouse:
             )
             write_atomic(seed, schema.empty_table())
         return self
+
+
+def _probe(home: Path) -> None:
+    """Fail now, with the path, when `home` cannot be written (a read-only mount, no rights)."""
+    probe = home / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()

@@ -13,9 +13,12 @@ DuckDB reads the same objects through the fsspec filesystem registered on its co
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -25,6 +28,29 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+class StorageError(OSError):
+    """The warehouse cannot be written (disk full, read-only, no permission): nothing more can be
+    loaded, so the run stops. The message names the path and the reason in one line."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextmanager
+def writing(path: object) -> Iterator[None]:
+    """Turn a write failing for lack of room or rights into a `StorageError` naming `path`."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        raise StorageError(exc.errno, f"cannot write to {path}: {exc.strerror or exc}") from exc
 
 
 class ObjectPath:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_contracts.columns import Table
-from warehouse.storage import ObjectPath, StoragePath, staging_path, upload
+from warehouse.storage import ObjectPath, StoragePath, staging_path, upload, writing
 
 COMPRESSION = "zstd"
 # Rows per Parquet row group. Few, large row groups keep the file footer (one entry per column per
@@ -53,12 +53,13 @@ def _publish(tmp: Path, target: StoragePath) -> None:
 
 
 def write_atomic(target: Target, table: pa.Table) -> Target:
-    """Write one Arrow table to `target` atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Write one Arrow table to `target` atomically (`StorageError` when there is no room)."""
     tmp = _tmp_path(target)
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
-        _publish(tmp, target)
+        with writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=ROW_GROUP_ROWS)
+            _publish(tmp, target)
     finally:
         with suppress(FileNotFoundError):
             tmp.unlink()
@@ -76,11 +77,10 @@ class PartitionWriter:
         self.target = target
         self.schema = schema
         self.rows = 0
-        target.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = _tmp_path(target)
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp, schema, compression=COMPRESSION
-        )
+        with writing(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self._tmp, schema, compression=COMPRESSION)
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
 
@@ -96,22 +96,25 @@ class PartitionWriter:
 
     def _flush(self) -> None:
         if self._buffer and self._writer is not None:
-            self._writer.write_table(pa.Table.from_batches(self._buffer), row_group_size=ROW_GROUP_ROWS)
+            with writing(self.target):
+                self._writer.write_table(pa.Table.from_batches(self._buffer), row_group_size=ROW_GROUP_ROWS)
             self._buffer, self._buffered = [], 0
 
     def commit(self) -> StoragePath:
         if self._writer is None:
             raise RuntimeError(f"writer for {self.target} is closed")
         self._flush()
-        self._writer.close()
-        self._writer = None
-        _publish(self._tmp, self.target)
+        with writing(self.target):
+            self._writer.close()
+            self._writer = None
+            _publish(self._tmp, self.target)
         return self.target
 
     def abort(self) -> None:
         self._buffer = []
         if self._writer is not None:
-            self._writer.close()
+            with suppress(OSError):  # a full disk fails the close too; the file goes anyway
+                self._writer.close()
             self._writer = None
         with suppress(FileNotFoundError):
             self._tmp.unlink()

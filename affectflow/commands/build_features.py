@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from affectflow.settings import load_settings
     from flows.build_features import build_features
+    from warehouse.storage import StorageError
 
     settings = load_settings()
     params = {"source": args.source, "labels": args.labels, "extractor": args.extractor or settings.extractor,
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
               "task_runner": args.task_runner, "dask_address": args.dask_address}
     try:
         summary = build_features(**params)
+    except StorageError as exc:
+        return fail(str(exc), 1)
     except (SetupError, ValueError, OSError) as exc:
         return fail(parameter_error(exc) or str(exc))
     except Exception as exc:
