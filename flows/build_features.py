@@ -39,7 +39,7 @@ from tasks.progress import progress_bar
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 
-ExtractorName = Literal["auto", "mediapipe", "openface-csv", "pyfeat"]
+ExtractorName = Literal["auto", "mediapipe", "openface-csv", "openface", "pyfeat"]
 TaskRunnerName = Literal["thread", "process", "dask"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
 
