@@ -40,6 +40,7 @@ AUS = OPENFACE_AUS_R
 R_COLUMNS = [f"AU{a:02d}_r" for a in AUS]
 C_COLUMNS = [f"AU{a:02d}_c" for a in AUS]
 LAMBDAS = (0.01, 0.03, 0.1, 0.3, 1.0)  # ridge penalty per row, on standardised inputs
+ONE_GROUP_LAMBDA = LAMBDAS.index(0.1)  # with a single training video there is nothing to choose on
 THRESHOLDS = tuple(np.round(np.arange(0.05, 3.0001, 0.05), 2))  # presence cut-offs tried (0-5 scale)
 MIN_R = 0.5  # Cohen's "large" correlation: the estimate explains at least a quarter of the variance
 KEEP_RULE = (f"an AU is estimated only if its held-out Pearson r with OpenFace's AU*_r is >= {MIN_R} both "
@@ -130,7 +131,7 @@ def choose_lambdas(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarr
 
 def fit(x: np.ndarray, y: np.ndarray, c: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
     """The per-AU ridge with penalties chosen on `groups`, and presence thresholds on its rows."""
-    chosen = choose_lambdas(x, y, groups) if len(np.unique(groups)) > 1 else np.full(y.shape[1], 2)
+    chosen = choose_lambdas(x, y, groups) if len(np.unique(groups)) > 1 else np.full(y.shape[1], ONE_GROUP_LAMBDA)
     fits = _fits_per_lambda(x, y)
     intercept = np.array([fits[i][0][k] for k, i in enumerate(chosen)])
     weights = np.column_stack([fits[i][1][:, k] for k, i in enumerate(chosen)])
