@@ -1,6 +1,7 @@
 """Every setting affectflow reads from the environment, in one place.
 
-All variables share the prefix `AFFECTFLOW_`. Nothing else in the project reads `os.environ`
+All variables share the prefix `AFFECTFLOW_`, except `OPENFACE_BIN` (OpenFace's own binary, named
+as OpenFace users know it). Nothing else in the project reads `os.environ`
 for its own configuration.
 """
 
@@ -13,13 +14,14 @@ from pathlib import Path
 ENV_DOCS = {
     "AFFECTFLOW_HOME": "warehouse, Parquet, runs, quarantine (default ./.affectflow)",
     "AFFECTFLOW_MODELS_DIR": "model weights (default $AFFECTFLOW_HOME/models)",
-    "AFFECTFLOW_EXTRACTOR": "default extractor: auto, mediapipe, openface-csv, pyfeat (default auto)",
+    "AFFECTFLOW_EXTRACTOR": "default extractor: auto, mediapipe, openface-csv, openface, pyfeat (default auto)",
     "AFFECTFLOW_EMOTION_MAP": "CSV of emotions, aliases and stress/valence/arousal defaults",
     "AFFECTFLOW_MIN_CONFIDENCE": "OpenFace rows below this confidence are blanked (default 0.7)",
     "AFFECTFLOW_TIMEZONE": "timezone of the nightly re-split schedule (default UTC)",
     "AFFECTFLOW_QUERY_TIMEOUT": "seconds before `affectflow query` gives up (default 300)",
     "AFFECTFLOW_OFFLINE": "1 to never download model weights (default 0)",
     "AFFECTFLOW_WAREHOUSE_URL": "where the Parquet tree lives, e.g. s3://bucket/prefix (default $AFFECTFLOW_HOME/parquet)",
+    "OPENFACE_BIN": "OpenFace 2.x FeatureExtraction for the `openface` extractor (default: FeatureExtraction on PATH)",
 }
 
 
@@ -34,6 +36,7 @@ class Settings:
     query_timeout_s: float
     offline: bool
     warehouse_url: str | None = None
+    openface_bin: str | None = None
 
     @property
     def parquet_dir(self) -> Path:
@@ -78,4 +81,5 @@ def load_settings() -> Settings:
         query_timeout_s=_float("AFFECTFLOW_QUERY_TIMEOUT", 300.0),
         offline=env.get("AFFECTFLOW_OFFLINE", "0").strip().lower() in {"1", "true", "yes"},
         warehouse_url=env.get("AFFECTFLOW_WAREHOUSE_URL", "").strip() or None,
+        openface_bin=env.get("OPENFACE_BIN", "").strip() or None,
     )

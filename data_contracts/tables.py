@@ -9,6 +9,11 @@ Conventions stated once, here:
   MediaPipe's facial transformation matrix (centimetres, y up, z towards the viewer) and
   py-feat's pose (degrees, pitch/roll/yaw) are converted into this convention by their extractors.
 - OpenFace Action Units: `AU*_r` is intensity on OpenFace's 0-5 scale, `AU*_c` is presence 0/1.
+  `est_AU*_r` / `est_AU*_c` are the same quantities *estimated* from MediaPipe's blendshapes and
+  landmarks by a small map fitted against real OpenFace output (tasks/extractors/au_estimate.py):
+  an estimate of OpenFace, not OpenFace, in their own columns. Only the AUs in `EST_AUS` (those
+  whose held-out agreement with OpenFace passed the mapping's bound) are filled; the others stay
+  null. The mapping is versioned with this contract.
   py-feat's AU outputs are per-AU probabilities of activation in 0-1; they are a different
   quantity and live in their own `pf_AU*` columns rather than being renamed into OpenFace's.
 - SQL names are case-insensitive, so OpenFace's 3D landmarks `X_i, Y_i, Z_i` (which would clash
@@ -26,17 +31,22 @@ import re
 
 from data_contracts.columns import Column, Table
 
-CONTRACT_VERSION = "1.1.0"
+CONTRACT_VERSION = "1.2.0"  # 1.1.0: est_AU* columns, the `openface` extractor; 1.2.0: shards, duplicates, partial videos
 
 MEDIAPIPE = "mediapipe"
 OPENFACE = "openface-csv"
+OPENFACE_RUN = "openface"  # runs FeatureExtraction, then imports its CSV like openface-csv
 PYFEAT = "pyfeat"
-EXTRACTORS = (MEDIAPIPE, OPENFACE, PYFEAT)
+EXTRACTORS = (MEDIAPIPE, OPENFACE, OPENFACE_RUN, PYFEAT)
 ALL = EXTRACTORS
+OPENFACE_OUTPUT = (OPENFACE, OPENFACE_RUN)  # the columns OpenFace's own output fills
 
 PI = math.pi
 OPENFACE_AUS_R = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 45)
 OPENFACE_AUS_C = (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17, 20, 23, 25, 26, 28, 45)
+# AUs the shipped estimate fills (tasks/extractors/au_estimate.json, `kept`); the others' est_
+# columns stay null. A refit that changes this set changes the contract: bump CONTRACT_VERSION.
+EST_AUS = (1, 6, 10, 12, 14, 25, 45)
 PYFEAT_AUS = (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 17, 20, 23, 24, 25, 26, 28, 43)
 PYFEAT_EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 MEDIAPIPE_BLENDSHAPES = ["_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight"]
@@ -46,6 +56,11 @@ MEDIAPIPE_BLENDSHAPES = ["_neutral", "browDownLeft", "browDownRight", "browInner
 def blendshape_column(mediapipe_name: str) -> str:
     """`mouthSmileLeft` -> `bs_mouth_smile_left` (SQL-friendly snake case)."""
     return "bs_" + re.sub(r"(?<!^)(?=[A-Z])", "_", mediapipe_name.strip("_")).lower()
+
+
+def est_au_columns(au: int) -> tuple[str, str]:
+    """The estimated intensity and presence columns of one AU (`est_AU12_r`, `est_AU12_c`)."""
+    return f"est_AU{au:02d}_r", f"est_AU{au:02d}_c"
 
 
 def _series(prefix: str, n: int, **kw: object) -> list[Column]:
@@ -79,32 +94,46 @@ def _frame_columns() -> list[Column]:
     cols.append(Column("face_score", "float32", range=(0, 1), extractors=(PYFEAT,), group="face_box",
                        description="face detector score"))
     gaze = [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"]
-    cols += [_feature(n, "unit vector", (OPENFACE,), (-1, 1), group="gaze") for n in gaze]
-    cols += [_feature(f"gaze_angle_{a}", "rad", (OPENFACE,), (-PI, PI), group="gaze") for a in "xy"]
+    cols += [_feature(n, "unit vector", OPENFACE_OUTPUT, (-1, 1), group="gaze") for n in gaze]
+    cols += [_feature(f"gaze_angle_{a}", "rad", OPENFACE_OUTPUT, (-PI, PI), group="gaze") for a in "xy"]
     for axis in ("x", "y"):
-        cols += [_feature(f"eye_lmk_{axis}_{i}", "px", (OPENFACE,), group="eye_landmarks") for i in range(56)]
+        cols += [_feature(f"eye_lmk_{axis}_{i}", "px", OPENFACE_OUTPUT, group="eye_landmarks") for i in range(56)]
     for axis in ("X", "Y", "Z"):
-        cols += [_feature(f"eye_lmk_{axis}3d_{i}", "mm", (OPENFACE,), group="eye_landmarks_3d") for i in range(56)]
-    pose_by = (OPENFACE, MEDIAPIPE, PYFEAT)
-    cols += [_feature(f"pose_T{a}", "mm", (OPENFACE, MEDIAPIPE), group="pose") for a in "xyz"]
+        cols += [_feature(f"eye_lmk_{axis}3d_{i}", "mm", OPENFACE_OUTPUT, group="eye_landmarks_3d") for i in range(56)]
+    pose_by = (*OPENFACE_OUTPUT, MEDIAPIPE, PYFEAT)
+    cols += [_feature(f"pose_T{a}", "mm", (*OPENFACE_OUTPUT, MEDIAPIPE), group="pose") for a in "xyz"]
     cols += [_feature(f"pose_R{a}", "rad", pose_by, (-PI, PI), group="pose") for a in "xyz"]
     for axis in ("x", "y"):
         cols += [_feature(f"{axis}_{i}", "px", ALL, group="landmarks") for i in range(68)]
     for axis in ("X", "Y", "Z"):
-        cols += [_feature(f"{axis}3d_{i}", "mm", (OPENFACE,), group="landmarks_3d") for i in range(68)]
-    cols += [_feature(n, "", (OPENFACE,), group="shape_params")
+        cols += [_feature(f"{axis}3d_{i}", "mm", OPENFACE_OUTPUT, group="landmarks_3d") for i in range(68)]
+    cols += [_feature(n, "", OPENFACE_OUTPUT, group="shape_params")
              for n in ("p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty")]
-    cols += [_feature(f"p_{i}", "", (OPENFACE,), group="shape_params") for i in range(34)]
-    cols += [_feature(f"AU{a:02d}_r", "intensity 0-5", (OPENFACE,), (0, 5), group="au_intensity")
+    cols += [_feature(f"p_{i}", "", OPENFACE_OUTPUT, group="shape_params") for i in range(34)]
+    cols += [_feature(f"AU{a:02d}_r", "intensity 0-5", OPENFACE_OUTPUT, (0, 5), group="au_intensity")
              for a in OPENFACE_AUS_R]
-    cols += [_feature(f"AU{a:02d}_c", "presence", (OPENFACE,), allowed=(0.0, 1.0), group="au_presence")
+    cols += [_feature(f"AU{a:02d}_c", "presence", OPENFACE_OUTPUT, allowed=(0.0, 1.0), group="au_presence")
              for a in OPENFACE_AUS_C]
+    cols += _estimate_columns()
     cols += [_feature(blendshape_column(b), "score 0-1", (MEDIAPIPE,), (0, 1), group="blendshapes")
              for b in MEDIAPIPE_BLENDSHAPES]
     cols += [_feature(f"pf_AU{a:02d}", "probability", (PYFEAT,), (0, 1), group="pyfeat_au")
              for a in PYFEAT_AUS]
     cols += [_feature(f"emo_{e}", "probability", (PYFEAT,), (0, 1), group="emotion")
              for e in PYFEAT_EMOTIONS]
+    return cols
+
+
+def _estimate_columns() -> list[Column]:
+    cols = []
+    for a in OPENFACE_AUS_R:
+        by = (MEDIAPIPE,) if a in EST_AUS else ()
+        note = "" if by else "; not estimated (held-out agreement below the mapping's bound): null"
+        r_name, c_name = est_au_columns(a)
+        cols.append(_feature(r_name, "intensity 0-5", by, (0, 5), group="au_estimate",
+                             desc=f"estimate of OpenFace's AU{a:02d}_r from blendshapes and landmarks{note}"))
+        cols.append(_feature(c_name, "presence", by, allowed=(0.0, 1.0), group="au_estimate_presence",
+                             desc=f"estimate of OpenFace's AU{a:02d}_c (thresholded est_AU{a:02d}_r){note}"))
     return cols
 
 

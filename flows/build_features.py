@@ -55,7 +55,7 @@ from warehouse.catalog import refresh_catalog
 from warehouse.inventory import inventory
 from warehouse.storage import StorageError
 
-ExtractorName = Literal["auto", "mediapipe", "openface-csv", "pyfeat"]
+ExtractorName = Literal["auto", "mediapipe", "openface-csv", "openface", "pyfeat"]
 TaskRunnerName = Literal["thread", "process", "dask"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
 RETRIES = 2

@@ -13,11 +13,15 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def format_table(table: pa.Table, max_rows: int = 200) -> str:
+    """Rows as aligned text; SQL NULL prints as `NULL` whatever the column's type (pandas would
+    print NaN, None or NaT). A float NaN prints as NULL too; csv and json output keep them apart."""
     import pandas as pd
 
     frame = table.slice(0, max_rows).to_pandas()
+    for name in frame.select_dtypes(include="object").columns:
+        frame[name] = frame[name].where(frame[name].notna(), float("nan"))  # None -> NaN -> na_rep
     with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 60):
-        text = frame.to_string(index=False) if len(frame) else "(no rows)"
+        text = frame.to_string(index=False, na_rep="NULL") if len(frame) else "(no rows)"
     if table.num_rows > max_rows:
         text += f"\n… {table.num_rows - max_rows} more rows (use --format csv --output FILE for all)"
     return text

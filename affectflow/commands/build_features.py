@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "warehouse. Items already loaded with the same settings are skipped.")
     p.add_argument("source", help="file, folder (recursive) or glob")
     p.add_argument("--labels", help="CSV manifest: path, emotion, subject_id, valence, arousal, stress")
-    p.add_argument("--extractor", default=None, help="auto | mediapipe | openface-csv | pyfeat (default: $AFFECTFLOW_EXTRACTOR or auto: "
-                   "openface-csv for CSVs, pyfeat when its weights are installed, else mediapipe)")
+    p.add_argument("--extractor", default=None, help="auto | mediapipe | openface-csv | openface | pyfeat (default: $AFFECTFLOW_EXTRACTOR or "
+                   "auto: openface-csv for CSVs, pyfeat when its weights are installed, else mediapipe; "
+                   "openface runs OpenFace's FeatureExtraction: $OPENFACE_BIN or on PATH)")
     p.add_argument("--fps", type=float, help="keep at most this many frames per second")
     p.add_argument("--max-frames", type=int, help="stop each video after this many frames")
     p.add_argument("--min-confidence", type=float, default=None, help="OpenFace confidence threshold (default 0.7)")

@@ -12,11 +12,13 @@ from tasks.extractors.base import Extractor
 REGISTRY = {
     "mediapipe": ("tasks.extractors.mediapipe", "MediaPipeExtractor"),
     "openface-csv": ("tasks.extractors.openface_csv", "OpenFaceCsvExtractor"),
+    "openface": ("tasks.extractors.openface", "OpenFaceExtractor"),
     "pyfeat": ("tasks.extractors.pyfeat", "PyFeatExtractor"),
 }
 CHOICES = ("auto", *REGISTRY)
 # What each extractor reads, known without importing it.
-KINDS = {"mediapipe": ("video", "image"), "openface-csv": ("csv",), "pyfeat": ("video", "image")}
+KINDS = {"mediapipe": ("video", "image"), "openface-csv": ("csv",), "openface": ("video", "image"),
+         "pyfeat": ("video", "image")}
 ALL_KINDS = ("video", "image", "csv")
 
 

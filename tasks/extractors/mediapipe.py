@@ -20,6 +20,10 @@ length comes from its camera parameters.
 
 `confidence` is null: the Face Landmarker reports no per-face score (faces below
 `min_face_presence_confidence` are simply not returned).
+
+Action Units: `est_AU*_r` / `est_AU*_c`, OpenFace-compatible estimates computed per face from the
+blendshapes and the 68 points by `tasks.extractors.au_estimate` (an estimate of OpenFace, not
+OpenFace; the AUs it does not estimate stay null).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mediapipe.tasks.python import BaseOptions, vision
 
 from affectflow.settings import load_settings
 from data_contracts.tables import blendshape_column
+from tasks.extractors.au_estimate import AuEstimate, load_au_estimate
 from tasks.extractors.base import BATCH_ROWS, ExtractOptions, Extractor, FrameBatchBuilder, ItemMeta
 from tasks.extractors.tracking import Box, IouTracker
 from tasks.media import Frame, MediaItem, iter_frames
@@ -109,9 +114,10 @@ def openface_pose(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return translation, angles
 
 
-def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None,
-                  blendshapes: list[Any] | None) -> tuple[Box, dict[str, float]]:
-    """One face's box (from all mesh points) and its contract columns."""
+def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None, blendshapes: list[Any] | None,
+                  estimate: AuEstimate | None = None) -> tuple[Box, dict[str, float]]:
+    """One face's box (from all mesh points) and its contract columns (with `estimate`, and
+    blendshapes to feed it, the estimated AUs too)."""
     points = mesh_to_dlib68(mesh_xy)
     features = dict(zip(_LANDMARK_COLUMNS, np.concatenate([points[:, 0], points[:, 1]]).tolist(),
                         strict=True))
@@ -124,6 +130,8 @@ def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None,
         features.update(zip(_POSE_COLUMNS, [*translation.tolist(), *angles.tolist()], strict=True))
     for category in blendshapes or ():
         features[blendshape_column(category.category_name)] = float(category.score)
+    if estimate is not None and blendshapes:
+        features.update(estimate.face_columns(points, features))
     return box, features
 
 
@@ -136,7 +144,7 @@ class MediaPipeExtractor(Extractor):
 
     def __init__(self, num_faces: int = 1, min_detection_confidence: float = 0.5,
                  min_presence_confidence: float = 0.5, min_tracking_confidence: float = 0.5,
-                 models_dir: Path | None = None, offline: bool | None = None):
+                 models_dir: Path | None = None, offline: bool | None = None, estimate_aus: bool = True):
         if not 1 <= int(num_faces) <= 32:
             raise ValueError(f"num_faces must be 1..32, got {num_faces}")
         self.num_faces = int(num_faces)
@@ -146,16 +154,19 @@ class MediaPipeExtractor(Extractor):
         self.offline = offline if offline is not None else settings.offline
         self._model_path: Path | None = None
         self._image_landmarker: vision.FaceLandmarker | None = None
+        self.estimate = load_au_estimate() if estimate_aus else None
 
     @property
     def version(self) -> str:
-        return f"{mp.__version__}+face_landmarker-{MODEL_FILES[MODEL].sha256[:12]}+map{MAP_VERSION}"
+        au = f"+au{self.estimate.version}" if self.estimate else ""
+        return f"{mp.__version__}+face_landmarker-{MODEL_FILES[MODEL].sha256[:12]}+map{MAP_VERSION}{au}"
 
     def config(self) -> dict[str, Any]:
         detection, presence, tracking = self.thresholds
         return {"num_faces": self.num_faces, "min_detection_confidence": detection,
                 "min_presence_confidence": presence, "min_tracking_confidence": tracking,
-                "model_sha256": MODEL_FILES[MODEL].sha256, "landmark_map": MAP_VERSION}
+                "model_sha256": MODEL_FILES[MODEL].sha256, "landmark_map": MAP_VERSION,
+                "au_estimate": (f"{self.estimate.version}+{self.estimate.sha256[:12]}" if self.estimate else None)}
 
     def check_ready(self) -> None:
         self.model_path()
@@ -201,7 +212,7 @@ class MediaPipeExtractor(Extractor):
             if meta.width is None:
                 meta.height, meta.width = frame.rgb.shape[:2]
             last_ms = max(int(round(frame.timestamp * 1000.0)), last_ms + 1)
-            faces = _detect(landmarker, frame, last_ms if video else None)
+            faces = _detect(landmarker, frame, last_ms if video else None, self.estimate)
             if builder.n + max(len(faces), 1) > builder.batch_rows:
                 yield from _flushed(builder)
             if not faces:
@@ -219,8 +230,8 @@ def _flushed(builder: FrameBatchBuilder) -> Iterator[pa.RecordBatch]:
         yield batch
 
 
-def _detect(landmarker: vision.FaceLandmarker, frame: Frame,
-            timestamp_ms: int | None) -> list[tuple[Box, dict[str, float]]]:
+def _detect(landmarker: vision.FaceLandmarker, frame: Frame, timestamp_ms: int | None,
+            estimate: AuEstimate | None = None) -> list[tuple[Box, dict[str, float]]]:
     """Run the landmarker on one RGB frame; one (box, features) per face found."""
     image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame.rgb))
     if timestamp_ms is None:
@@ -233,7 +244,7 @@ def _detect(landmarker: vision.FaceLandmarker, frame: Frame,
     for i, landmarks in enumerate(result.face_landmarks):
         mesh_xy = np.array([(p.x, p.y) for p in landmarks], dtype=np.float64) * scale
         matrix = _nth(result.facial_transformation_matrixes, i)
-        faces.append(face_features(mesh_xy, matrix, _nth(result.face_blendshapes, i)))
+        faces.append(face_features(mesh_xy, matrix, _nth(result.face_blendshapes, i), estimate))
     return faces
 
 

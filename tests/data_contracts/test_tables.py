@@ -146,3 +146,33 @@ def test_stacked_validation_gives_the_per_column_verdict(change, named):
         (keys if name in keys else features)[name] = values
     with pytest.raises(ItemError, match=rf"{named}.*\(1 rows\)"):
         validate_batch(FRAMES, frames_batch("s", keys, features))
+
+
+def test_estimated_aus_are_declared_once_and_everything_derives_from_it():
+    """est_AU*_r / est_AU*_c: declared in the contract for every OpenFace intensity AU, filled by
+    MediaPipe for the estimated ones; the Arrow schema, the DuckDB DDL, the GX suite and the
+    model's feature list all pick them up from that one declaration."""
+    from data_contracts.tables import EST_AUS, OPENFACE_AUS_R, est_au_columns
+
+    declared = [c for c in FRAMES.columns if c.group in ("au_estimate", "au_estimate_presence")]
+    assert [c.name for c in declared] == [n for a in OPENFACE_AUS_R for n in est_au_columns(a)]
+    estimated = {n for a in EST_AUS for n in est_au_columns(a)}
+    assert {c.name for c in declared if c.extractors == ("mediapipe",)} == estimated
+    assert all(c.extractors == () for c in declared if c.name not in estimated)  # left null
+    assert set(FRAMES.arrow_schema().names) >= {c.name for c in declared}
+    assert '"est_AU12_r" FLOAT' in FRAMES.duckdb_columns_sql()
+    rules = {(type(e).__name__, e.column) for e in expectations(FRAMES) if hasattr(e, "column")}
+    assert ("ExpectColumnValuesToBeBetween", "est_AU12_r") in rules
+    assert ("ExpectColumnValuesToBeInSet", "est_AU12_c") in rules
+    mediapipe = feature_columns("mediapipe")
+    assert estimated <= set(mediapipe) and "est_AU04_r" not in mediapipe
+    assert not any(c.startswith("est_") for c in feature_columns("openface-csv"))
+    assert feature_columns("openface") == feature_columns("openface-csv")  # the same OpenFace output
+
+
+@pytest.mark.parametrize("features, rule", [({"est_AU12_r": 5.5}, "est_AU12_r: be_between"),
+                                            ({"est_AU06_c": 0.4}, "est_AU06_c: be_in_set")])
+def test_estimated_au_rules_are_checked(features, rule):
+    validate_batch(FRAMES, _batch(est_AU12_r=2.0, est_AU06_c=1.0))
+    with pytest.raises(ItemError, match=rule):
+        validate_batch(FRAMES, _batch(**features))

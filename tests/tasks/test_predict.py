@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from affectflow.cli import main
+from data_contracts import CONTRACT_VERSION
 from tasks import predict as pr
 from tasks.checkpoint import predict_windows
 from tasks.features import make_windows
@@ -126,7 +127,7 @@ def test_checkpoint_from_another_contract_version(trained, feat_data, tmp_path, 
     old = _altered(checkpoint, tmp_path / "old" / "model.pt", lambda p: p.update(contract_version="0.9.0"))
     code, _, err = _cli(capsys, str(feat_data / "single_face.mp4"), "--checkpoint", str(old))
     assert code == 2
-    _one_line_error(err, "trained on data contract 0.9.0, but this affectflow reads contract 1.0.0")
+    _one_line_error(err, f"trained on data contract 0.9.0, but this affectflow reads contract {CONTRACT_VERSION}")
 
 
 def test_checkpoint_with_unknown_feature_columns(trained, feat_data, tmp_path, capsys):
@@ -138,7 +139,7 @@ def test_checkpoint_with_unknown_feature_columns(trained, feat_data, tmp_path, c
     foreign = _altered(checkpoint, tmp_path / "foreign" / "model.pt", rename)
     code, _, err = _cli(capsys, str(feat_data / "single_face.mp4"), "--checkpoint", str(foreign))
     assert code == 2
-    _one_line_error(err, "feature columns are not in contract 1.0.0 (e.g. AU99_r)")
+    _one_line_error(err, f"feature columns are not in contract {CONTRACT_VERSION} (e.g. AU99_r)")
 
 
 def test_unwritable_output_folder(trained, feat_data, tmp_path, capsys):
