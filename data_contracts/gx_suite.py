@@ -1,14 +1,20 @@
-"""Great Expectations suites generated from the table declarations."""
+"""Great Expectations suites generated from the table declarations.
+
+Great Expectations is imported when a suite is first built, not with this module: importing it
+costs ~3 s, which a command that validates nothing (or a run that starts extracting while it
+loads, `tasks.validate.preload`) should not wait for.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import great_expectations.expectations as gxe
-from great_expectations.core import ExpectationSuite
+from typing import TYPE_CHECKING
 
 from data_contracts.columns import Column, Table
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuite
 
 
 def ruled(column: Column) -> bool:
@@ -20,6 +26,8 @@ def expectations(table: Table, columns: Sequence[str] | None = None) -> list:
     """One expectation per declared rule: columns in order, not-null, allowed values, ranges.
     `columns` limits the suite to those columns (in table order); the column-list rule then
     checks exactly those."""
+    import great_expectations.expectations as gxe
+
     wanted = None if columns is None else set(columns)
     chosen = [c for c in table.columns if wanted is None or c.name in wanted]
     out: list = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=[c.name for c in chosen])]
@@ -30,6 +38,8 @@ def expectations(table: Table, columns: Sequence[str] | None = None) -> list:
 
 def _rules(column: str, nullable: bool, allowed: tuple | None, rng: tuple | None) -> list:
     """The expectations of one column's rule: not-null, then allowed values or a range."""
+    import great_expectations.expectations as gxe
+
     out: list = [] if nullable else [gxe.ExpectColumnValuesToNotBeNull(column=column)]
     if allowed is not None:
         out.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(allowed)))
@@ -44,6 +54,8 @@ def build_suite(table: Table, columns: Sequence[str] | None = None, name: str | 
 
 
 def suite_of(rules: Sequence, name: str) -> ExpectationSuite:
+    from great_expectations.core import ExpectationSuite
+
     suite = ExpectationSuite(name=name)
     for expectation in rules:
         suite.add_expectation(expectation)

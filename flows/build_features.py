@@ -50,6 +50,7 @@ from tasks.media import MediaItem, discover, display_path, extensions
 from tasks.plan import Plan, PlanInputs, Unit, make_plan
 from tasks.progress import progress_bar
 from tasks.run_registry import active_run, mark_crashed
+from tasks.validate import preload as preload_validation
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 from warehouse.inventory import inventory
@@ -293,6 +294,8 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
     plan = make_plan(items, inventory(wh, fresh=True), inputs)
     logger.info("plan: %d to extract in %d units, %d unchanged", plan.members, len(plan.units), len(plan.early))
     results = bad_rows + _apply_early(wh, plan, run_id, inputs.cache_keys, routes)
+    if plan.units:
+        preload_validation()  # Great Expectations loads while the first frames are extracted
     try:
         results += _run_units(plan.units, ctx, workers, _task_runner(task_runner, workers, dask_address),
                               plan.members)
@@ -303,7 +306,13 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
     failpoint("flow-end")
     used = sorted({routes[i.kind] for i in items})
     return {"run_id": run_id, "extractor": "+".join(used),
-            **_summary(results, time.perf_counter() - t0, ignored)}
+            **_summary(results, time.perf_counter() - t0, ignored), "warehouse_changed": _changed(plan, bad_rows)}
+
+
+def _changed(plan: Plan, bad_rows: list[dict]) -> bool:
+    """Whether this run wrote anything but its `runs` row (a re-run over unchanged files does not)."""
+    return bool(plan.units or plan.links or plan.relinks or plan.relabels or plan.drops or plan.promotions
+                or plan.unlink or bad_rows or any(e.status == "quarantined" and e.record for e in plan.early))
 
 
 def _nothing_to_read(where: str, extractor: str, items: list[MediaItem], others: list[Path]) -> str:
@@ -335,21 +344,14 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
         "duplicates": summary["duplicates"], "frames": summary["frames"],
         "face_rate": summary["face_rate"], "frames_per_s": summary["frames_per_s"],
     })
-    if not refresh_catalog(wh):
-        logger.warning("catalog %s is held open by another process; its views were left as they were "
-                       "(they read the Parquet files, so new data is still visible)", wh.catalog_path)
     create_table_artifact(
         key="build-features-summary",
-        table=[{k: v for k, v in summary.items() if k not in ("quarantine_reasons", "partial", "ignored_examples")}],
+        table=[{k: v for k, v in summary.items()
+                if k not in ("quarantine_reasons", "partial", "ignored_examples", "warehouse_changed")}],
         description="build-features summary",
     )
-    try:
-        # imported here, not at the top: the report pulls in torch (~600 MB per extraction process)
-        from tasks.report import publish_report_artifact
-
-        publish_report_artifact(home=wh.home)
-    except Exception as exc:  # the report is a convenience; a failure must not fail the build
-        logger.warning("could not publish the warehouse report: %s", exc)
+    if summary["warehouse_changed"] or not wh.catalog_path.exists():  # a no-op re-run costs no more
+        _publish(wh)
     logger.info(
         "done: %d files, %d loaded, %d skipped (already loaded), %d duplicates, %d quarantined, %d failed; "
         "%d frames, face rate %s, %s frames/s", summary["items"], summary["loaded"], summary["skipped"],
@@ -357,6 +359,20 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
         summary["face_rate"], summary["frames_per_s"])
     for reason, count in summary["quarantine_reasons"].items():
         logger.warning("quarantined %d item(s): %s", count, reason)
+
+
+def _publish(wh: Warehouse) -> None:
+    """The snapshot and catalog views, and the warehouse report artifact."""
+    logger = get_run_logger()
+    if not refresh_catalog(wh):
+        logger.warning("catalog %s is held open by another process; its views were left as they were "
+                       "(they read the Parquet files, so new data is still visible)", wh.catalog_path)
+    try:
+        from tasks.report import publish_report_artifact  # matplotlib: only when there is news
+
+        publish_report_artifact(home=wh.home)
+    except Exception as exc:  # the report is a convenience; a failure must not fail the build
+        logger.warning("could not publish the warehouse report: %s", exc)
 
 
 def _quarantine_artifact(results: list[dict]) -> None:

@@ -1,6 +1,6 @@
 """Prediction plots (PNG, matplotlib's Agg backend, no display needed).
 
-Each function takes the per-frame predictions in wide form (`tasks.predict.wide_frame`: columns
+Each function takes the per-frame predictions in wide form (`wide_frame`: columns
 `timestamp`, `face`, `dominant_emotion`, `p_<emotion>`, `stress_prob`, `valence`, `arousal`)
 and writes one titled, labelled figure. Frames without a face are gaps, never zeros.
 """
@@ -8,6 +8,7 @@ and writes one titled, labelled figure. Frames without a face are gaps, never ze
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +32,24 @@ EMOTION_COLOURS = {
 _FALLBACK = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
              "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
              "#f7b6d2", "#dbdb8d", "#9edae5")  # matplotlib's tab20
+
+
+def wide_frame(rows: pd.DataFrame, emotions: list[str], level: str = "frame") -> pd.DataFrame:
+    """Rows of one level with one `p_<emotion>` column per emotion (for CSV files and plots)."""
+    part = rows[rows["level"] == level].reset_index(drop=True)
+    probs = [json.loads(v) if isinstance(v, str) else {} for v in part.get("emotion_probs", [])]
+    wide = part.drop(columns=[c for c in ("emotion_probs", "level") if c in part])
+    for emotion in emotions:
+        wide[f"p_{emotion}"] = [p.get(emotion, np.nan) for p in probs]
+    if level == "window":
+        wide = wide.drop(columns=[c for c in ("frame", "success") if c in wide])
+    wide = wide.rename(columns={"success": "face"})
+    for column in ("frame", "face_id", "face", "window_start", "window_end"):
+        if column in wide:
+            wide[column] = pd.to_numeric(wide[column]).astype("Int64")
+    order = ["video_id", "frame", "face_id", "timestamp", "face", "window_start", "window_end", "dominant_emotion",
+             "dominant_prob", *[f"p_{e}" for e in emotions], "stress_prob", "valence", "arousal"]
+    return wide[[c for c in order if c in wide]]
 
 
 def emotion_colours(emotions: list[str]) -> dict[str, str]:

@@ -33,6 +33,7 @@ from tasks.extractors import KINDS, REGISTRY, get_extractor
 from tasks.extractors.base import ExtractOptions, ItemMeta
 from tasks.features import make_windows
 from tasks.media import MediaItem, content_hash, probe
+from tasks.plots import wide_frame
 from tasks.progress import Advancer
 from warehouse import Warehouse
 from warehouse.catalog import connect
@@ -233,24 +234,6 @@ def to_contract(rows: pd.DataFrame, run_id: str, path: Path) -> pa.Table:
     arrays = [_arrow(full[c.name] if c.name in full else pd.Series([None] * len(full), dtype=object), c)
               for c in PREDICTIONS.columns]
     return pa.Table.from_arrays(arrays, schema=PREDICTIONS.arrow_schema())
-
-
-def wide_frame(rows: pd.DataFrame, emotions: list[str], level: str = "frame") -> pd.DataFrame:
-    """Rows of one level with one `p_<emotion>` column per emotion (for CSV files and plots)."""
-    part = rows[rows["level"] == level].reset_index(drop=True)
-    probs = [json.loads(v) if isinstance(v, str) else {} for v in part.get("emotion_probs", [])]
-    wide = part.drop(columns=[c for c in ("emotion_probs", "level") if c in part])
-    for emotion in emotions:
-        wide[f"p_{emotion}"] = [p.get(emotion, np.nan) for p in probs]
-    if level == "window":
-        wide = wide.drop(columns=[c for c in ("frame", "success") if c in wide])
-    wide = wide.rename(columns={"success": "face"})
-    for column in ("frame", "face_id", "face", "window_start", "window_end"):
-        if column in wide:
-            wide[column] = pd.to_numeric(wide[column]).astype("Int64")
-    order = ["video_id", "frame", "face_id", "timestamp", "face", "window_start", "window_end", "dominant_emotion",
-             "dominant_prob", *[f"p_{e}" for e in emotions], "stress_prob", "valence", "arousal"]
-    return wide[[c for c in order if c in wide]]
 
 
 @dataclass

@@ -22,8 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from tasks.plots import DPI, emotion_colours, plot_all, png_data_url
-from tasks.predict import wide_frame
+from tasks.plots import DPI, emotion_colours, plot_all, png_data_url, wide_frame
 from warehouse import Warehouse
 from warehouse.catalog import connect
 

@@ -55,6 +55,16 @@ def checked_columns(table: Table, batch: pa.RecordBatch | pa.Table) -> tuple[str
     return tuple(out)
 
 
+def preload() -> None:
+    """Import Great Expectations and make its context in a background thread, so a run extracts
+    its first frames meanwhile instead of waiting ~3 s; the first validation waits for it."""
+    def load() -> None:
+        with _lock:
+            _gx_context()
+
+    threading.Thread(target=load, name="affectflow-gx-preload", daemon=True).start()
+
+
 @functools.cache
 def _gx_context():
     """The process's ephemeral GX context and its pandas data source (called under `_lock`)."""
