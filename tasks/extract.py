@@ -15,7 +15,6 @@ import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tasks.extractors import get_extractor
 from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta
 from tasks.faults import failpoint
 from tasks.labels import Label
-from tasks.load import after_commit, commit_unit, file_lock, item_lock, now, quarantine_item
+from tasks.load import after_commit, commit_unit, file_lock, now, quarantine_item, unit_locks
 from tasks.media import display_path, probe
 from tasks.plan import Member, Unit
 from tasks.validate import validate_batch
@@ -265,9 +264,7 @@ def process_unit(unit: Unit, ctx: BuildContext) -> list[dict]:
                for m in unit.members}
     extractor = worker_extractor(unit.extractor, ctx.extractor_options.get(unit.extractor, {}))
     key = f"{extractor.config_hash(ctx.options)}|{CONTRACT_VERSION}"
-    with ExitStack() as locks:
-        for name in sorted({*results, unit.key}):  # (a shard's key too: its temporary files are live)
-            locks.enter_context(item_lock(wh, name))
+    with unit_locks(wh, {*results, unit.key}):  # (a shard's key too: its temporary files are live)
         inv = inventory(wh)  # caught up with what other runs committed meanwhile
         todo = [m for m in unit.members if ctx.force or inv.loaded(m.source_id, key) is None]
         for m in unit.members:

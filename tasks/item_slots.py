@@ -70,3 +70,34 @@ def item_slot(key: str, blocking: bool = True) -> Iterator[bool]:
             raise TransientError(f"could not take the item slot {name} on the Prefect server: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         yield True
+
+
+@contextmanager
+def item_slots(keys: set[str]) -> Iterator[None]:
+    """The slots of the distinct stripes of `keys`, taken in sorted order and held together (a
+    shard's members share stripes; taking one twice would wait on itself)."""
+    with ExitStack() as stack:
+        for name in sorted({stripe(k) for k in keys}):
+            stack.enter_context(_stripe_slot(name))
+        yield
+
+
+@contextmanager
+def _stripe_slot(name: str) -> Iterator[None]:
+    if not server_url():
+        yield
+        return
+    from prefect.concurrency.sync import concurrency
+
+    try:
+        _ensure_limit(name)
+        ctx = concurrency(name, occupy=1, timeout_seconds=None, lease_duration=LEASE_S, strict=True)
+        ctx.__enter__()
+    except Exception as exc:
+        _created.discard(name)
+        raise TransientError(f"could not take the item slot {name} on the Prefect server: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)

@@ -18,14 +18,14 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 
 from data_contracts import DUPLICATES, LABELS, QUARANTINE, RUNS, VIDEOS
-from tasks.item_slots import item_slot
+from tasks.item_slots import item_slot, item_slots
 from tasks.labels import Label
 from tasks.media import display_path
 from warehouse import Warehouse
@@ -46,7 +46,7 @@ def item_id(path: Path) -> str:
 
 
 @contextmanager
-def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
+def item_lock(wh: Warehouse, key: str, blocking: bool = True, slot: bool = True) -> Iterator[bool]:
     """An exclusive per-item lock, so overlapping runs never write one item at once.
 
     A file lock under `home` excludes the processes of one machine (or of all machines that
@@ -64,7 +64,7 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
             yield False
             return
         try:
-            if isinstance(wh.root, Path):
+            if isinstance(wh.root, Path) or not slot:
                 yield True
             else:
                 with item_slot(key, blocking) as held:
@@ -75,9 +75,23 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True) -> Iterator[bool]:
 
 @contextmanager
 def file_lock(wh: Warehouse, key: str) -> Iterator[None]:
-    """Exclusive use of the files named `key` (a shard's files are rewritten by whichever run
-    removes or relabels one of its items). Taken after item locks, never before them."""
-    with item_lock(wh, f"file.{key}"):
+    """Exclusive use of the files named `key` on this machine (a shard's files are rewritten by
+    whichever run removes or relabels one of its items). Taken after unit locks, never before.
+    (On an object store, two machines rewriting one shard at the same moment are not kept apart.)"""
+    with item_lock(wh, f"file.{key}", slot=False):
+        yield
+
+
+@contextmanager
+def unit_locks(wh: Warehouse, keys: set[str]) -> Iterator[None]:
+    """Every lock a unit of work holds while it runs: the file lock of each member's content and
+    of the unit's key (sorted, so units never deadlock), and on an object store the Prefect item
+    slots of their stripes, all taken at once in sorted order (never more later)."""
+    with ExitStack() as stack:
+        for key in sorted(keys):
+            stack.enter_context(item_lock(wh, key, slot=False))
+        if not isinstance(wh.root, Path):
+            stack.enter_context(item_slots(keys))
         yield
 
 
