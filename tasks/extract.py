@@ -158,7 +158,8 @@ def process_item(item: MediaItem, ctx: BuildContext) -> ItemResult:
         log.exception("unexpected error on %s", item.path)
         result.stage, result.reason = "extract", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if result.status == "quarantined":
-        quarantine_item(wh, item.path, result.stage or "extract", result.reason or "", ctx.run_id, result.source_id)
+        quarantine_item(wh, item.path, result.stage or "extract", result.reason or "", ctx.run_id, result.source_id,
+                        ctx.source_root or item.path)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -1,14 +1,18 @@
 """Discovery and OpenCV decoding on real sample media, and the errors bad files get."""
 
 import os
+import re
 import shutil
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
+from tasks import media
 from tasks.errors import ItemError, SetupError
 from tasks.media import MediaItem, content_hash, discover_media, iter_frames, prefetched, probe
+from tests.corpus import image_header
 
 
 def test_discover_folder_recursive_and_glob(tmp_path, feat_data):
@@ -135,3 +139,49 @@ def test_permission_denied(tmp_path, feat_data):
     path.chmod(0)
     with pytest.raises(ItemError, match="permission denied"):
         content_hash(path)
+
+
+@pytest.mark.parametrize("fmt", ["hdr", "gif", "pam", "pfm", "ppm", "bmp", "ras", "png"])
+def test_pixel_limit_holds_for_every_format_before_decoding(tmp_path, fmt):
+    path = tmp_path / "photo.jpg"  # OpenCV picks the decoder from the bytes, not the name
+    path.write_bytes(image_header(fmt, 11000, 10000))
+    with pytest.raises(ItemError, match=r"^image too large: 11000x10000 \(limit 100,000,000 pixels\)$"):
+        list(iter_frames(MediaItem(path, "image")))
+
+
+@pytest.mark.parametrize("fmt", ["hdr", "gif", "pam", "pfm", "ppm", "bmp", "ras", "png", "tiff", "webp"])
+def test_small_images_of_every_format_still_decode(tmp_path, fmt):
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    written = tmp_path / f"small.{fmt}"
+    assert cv2.imwrite(str(written), pixels.astype(np.float32) / 255 if fmt in ("hdr", "pfm") else pixels)
+    path = written.rename(tmp_path / "small.jpg")
+    (frame,) = iter_frames(MediaItem(path, "image"))
+    assert frame.rgb.shape == (20, 30, 3)
+
+
+def test_gif_claiming_65535_squared_pixels_is_one_line(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(image_header("gif", 65535, 65535))  # a header Pillow rejects, OpenCV believes
+    with pytest.raises(ItemError) as raised:
+        list(iter_frames(MediaItem(path, "image")))
+    assert raised.value.reason == "image too large: 65535x65535 (limit 100,000,000 pixels)"
+
+
+def test_opencv_pixel_limit_backs_up_the_header_check(tmp_path, monkeypatch):
+    """For a format no header reader knows, OpenCV's own limit (set before cv2 loads) refuses
+    the image, in one line of words."""
+    monkeypatch.setattr(media, "_image_size", lambda path: None)
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(image_header("gif", 65535, 65535))
+    with pytest.raises(ItemError, match=r"^image too large: over OpenCV's pixel limit") as raised:
+        list(iter_frames(MediaItem(path, "image")))
+    assert "\n" not in raised.value.reason and "Assertion" not in raised.value.reason
+
+
+def test_fifo_and_device_links_are_not_regular_files(tmp_path):
+    fifo, zero = tmp_path / "pipe.mp4", tmp_path / "zero.mp4"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    for path, kind in ((fifo, "a FIFO"), (zero, "a character device")):
+        with pytest.raises(ItemError, match=re.escape(f"not a regular file ({kind})")):
+            content_hash(path)  # refused before opening: opening a FIFO would wait for a writer
