@@ -97,7 +97,7 @@ class Column:
             checks.append((~missing & ((x < (-np.inf if low is None else low)) |
                                        (x > (np.inf if high is None else high))), "out of range"))
         bad = [(int(np.argmax(mask)), what) for mask, what in checks if mask.any()]
-        return min(bad) if bad else None
+        return min(bad, key=lambda found: found[0]) if bad else None  # the first row; its first broken check
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from tasks.extractors.base import ExtractOptions
 from tasks.faults import failpoint
 from tasks.labels import Manifest, read_manifest
 from tasks.load import now, quarantine_item, record_run, sweep_orphans
-from tasks.media import MediaItem, discover_media, display_path
+from tasks.media import MediaItem, discover_media, display_path, source_base
 from tasks.progress import progress_bar
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
@@ -72,7 +72,7 @@ def _context(source: str, labels: str | None, extractor: str, options: ExtractOp
              num_faces: int, force: bool, run_id: str) -> BuildContext:
     settings = load_settings()
     emotions = load_emotion_map(settings.emotion_map)
-    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions) if labels else None
+    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
     root = Path(source).expanduser().absolute()
     extra = {"num_faces": num_faces} if extractor in ("mediapipe", "pyfeat") else {}
     return BuildContext(settings.home, extractor, extra, options, root if root.is_dir() else None,
