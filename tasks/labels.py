@@ -117,8 +117,9 @@ def read_manifest(path: Path, emotions: EmotionMap, source_root: Path | None = N
         where = f"manifest {path.name} line {line}"
         try:
             target = _row_target(row, path.parent, roots)
-        except RowProblem as exc:
-            manifest.problems.append((normalized(path.parent / row.get("path", "")), f"{where}: {exc}"))
+        except RowProblem as exc:  # named by the path it gives (or by the manifest, when empty)
+            manifest.problems.append((normalized(path.parent / row["path"]) if row.get("path") else path,
+                                      f"{where}: {exc}"))
             continue
         try:
             if not target.exists():

@@ -128,9 +128,14 @@ def _start(path: Path) -> _Capture | None:
     fd = _open_log(path)
     if fd is None:
         return None
+    try:
+        terminal = _terminal()
+    except OSError:  # no fd 2 to keep (a daemon): nothing to capture either
+        os.close(fd)
+        return None
     if sys.stderr is not None:
         sys.stderr.flush()
-    capture = _Capture(path, _terminal())
+    capture = _Capture(path, terminal)
     if (os.getpid(), path) not in _announced:  # one header per process, not per capture
         _announced.add((os.getpid(), path))
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -151,7 +156,7 @@ def _move_python_writers(capture: _Capture) -> None:
             setattr(obj, attribute, capture.terminal)
 
     move(sys, "stderr")
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    loggers = [logging.getLogger(), *list(logging.Logger.manager.loggerDict.values())]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, logging.StreamHandler):
