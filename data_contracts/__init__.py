@@ -5,7 +5,7 @@ DDL and views, the Great Expectations suites, and the model's input feature list
 imports nothing from the rest of the project.
 """
 
-from data_contracts.columns import Column, Table
+from data_contracts.columns import Column, Table, UniqueKey
 from data_contracts.emotions import EmotionMap, load_emotion_map
 from data_contracts.tables import (
     CONTRACT_VERSION,
@@ -33,6 +33,7 @@ __all__ = [
     "Column",
     "EmotionMap",
     "Table",
+    "UniqueKey",
     "feature_columns",
     "load_emotion_map",
 ]

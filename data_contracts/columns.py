@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 # Contract dtype -> (Arrow type, DuckDB type). One place, so Parquet and SQL never disagree.
@@ -54,10 +56,54 @@ class Column:
     def is_numeric(self) -> bool:
         return self.dtype.startswith(("int", "float"))
 
+    @property
+    def is_integer(self) -> bool:
+        return self.dtype.startswith("int")
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The values this column can hold: its declared range, narrowed for an integer dtype to
+        what the dtype stores (so `int16` caps at 32767 instead of wrapping 65537 to 1)."""
+        low, high = self.range or (None, None)
+        if self.is_integer:
+            bits = int(self.dtype[3:])
+            low = -(2 ** (bits - 1)) if low is None else max(low, -(2 ** (bits - 1)))
+            high = 2 ** (bits - 1) - 1 if high is None else min(high, 2 ** (bits - 1) - 1)
+        return low, high
+
+    @property
+    def rule(self) -> str:
+        """The declared rule in words, for messages: `one of 0, 1`, `an integer in [0, 32767]`."""
+        if self.allowed is not None:
+            return "one of " + ", ".join(map(str, self.allowed))
+        low, high = self.bounds
+        span = (f" in [{low}, {high}]" if low is not None and high is not None else
+                f" ≥ {low}" if low is not None else f" ≤ {high}" if high is not None else "")
+        return ("an integer" if self.is_integer else "a number") + span
+
+    def violation(self, values: Sequence[float] | np.ndarray) -> tuple[int, str] | None:
+        """The first of `values` (numbers, NaN for missing) that breaks this column's declaration,
+        as (position, what is wrong): `missing`, `is not an integer`, `out of range`,
+        `is not one of …`. None when all hold. Run before casting, so nothing wraps or truncates."""
+        x = np.asarray(values, dtype=np.float64)
+        missing = np.isnan(x)
+        checks = [(missing & (not self.nullable), "missing")]
+        if self.is_integer:
+            checks.append((~missing & (x != np.round(x)), "is not an integer"))
+        if self.allowed is not None:
+            checks.append((~missing & ~np.isin(x, np.asarray(self.allowed, dtype=np.float64)), f"is not {self.rule}"))
+        else:
+            low, high = self.bounds
+            checks.append((~missing & ((x < (-np.inf if low is None else low)) |
+                                       (x > (np.inf if high is None else high))), "out of range"))
+        bad = [(int(np.argmax(mask)), what) for mask, what in checks if mask.any()]
+        return min(bad, key=lambda found: found[0]) if bad else None  # the first row; its first broken check
+
 
 @dataclass(frozen=True)
 class Table:
-    """A warehouse table: its columns in order, its key, and its description."""
+    """A warehouse table: its columns in order, its key (unique: no two rows share its values),
+    and its description."""
 
     name: str
     columns: tuple[Column, ...]
@@ -97,3 +143,22 @@ class Table:
     def fingerprint(self) -> str:
         payload = json.dumps([asdict(c) for c in self.columns], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class UniqueKey:
+    """A table's key rule (`Table.key` is unique), checked across every batch of one item: feed
+    it each batch's key columns with the rows' positions (e.g. line numbers in a CSV)."""
+
+    def __init__(self, table: Table):
+        self.columns = table.key
+        self._seen: dict[tuple, int] = {}
+
+    def first_repeat(self, batch: Mapping[str, Sequence], positions: Sequence[int]) -> tuple[int, int] | None:
+        """(position of the first row whose key was seen before, position where it was seen),
+        or None; the keys of this batch are remembered for the next."""
+        keys = zip(*(np.asarray(batch[name]).tolist() for name in self.columns), strict=True)
+        for key, position in zip(keys, positions, strict=True):
+            first = self._seen.setdefault(key, position)
+            if first != position:
+                return position, first
+        return None

@@ -46,7 +46,7 @@ from tasks.load import (
     sweep_orphans,
     unlink_duplicate,
 )
-from tasks.media import MediaItem, discover, display_path, extensions
+from tasks.media import MediaItem, discover, display_path, extensions, source_base
 from tasks.plan import Plan, PlanInputs, Unit, make_plan
 from tasks.progress import progress_bar
 from tasks.run_registry import active_run, mark_crashed
@@ -159,7 +159,7 @@ def _results_of(future, unit: Unit) -> list[dict]:
 
 
 def _labels_for(source: str, labels: str | None, emotions) -> tuple[Manifest | None, Path | None]:
-    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions) if labels else None
+    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
     root = Path(source).expanduser().absolute()
     return manifest, root if root.is_dir() else None
 
@@ -182,13 +182,15 @@ def _plan_inputs(wh: Warehouse, routes: dict[str, str], ctx: BuildContext, manif
         stored_label=stored_of, force=ctx.force, relabel=relabel_all, workers=workers)
 
 
-def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, str], routes: dict[str, str]) -> list[dict]:
+def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, str], routes: dict[str, str],
+                 source_root: Path | None) -> list[dict]:
     """What the plan settles without extraction: bad files, links, moves, relabels, drops."""
     results = []
     for e in plan.early:
         if e.status == "quarantined" and e.record:
             key = cache_keys.get(routes.get(e.kind or "", ""))
-            quarantine_item(wh, e.path, e.stage or "extract", e.reason or "", run_id, e.source_id, e.stat, key)
+            quarantine_item(wh, e.path, e.stage or "extract", e.reason or "", run_id, e.source_id, e.stat, key,
+                            source_root)
         results.append(ItemResult(display_path(e.path), e.status, e.source_id, stage=e.stage, reason=e.reason,
                                   kind=e.kind).to_dict())
     for link in plan.links:
@@ -205,13 +207,13 @@ def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, s
     return results
 
 
-def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str) -> None:
+def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str, source_root: Path | None) -> None:
     failed = {r["source_id"] for r in results if r["status"] == "failed"}
     for unit in plan.units:
         for m in unit.members:
             if m.source_id in failed:
                 quarantine_item(wh, m.item.path, "failed", next(r["reason"] for r in results
-                                if r["source_id"] == m.source_id), run_id, m.source_id)
+                                if r["source_id"] == m.source_id), run_id, m.source_id, source_root=source_root)
                 release(wh, list(m.replaces), list(m.promote))
 
 
@@ -279,7 +281,7 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
         raise SetupError(_nothing_to_read(found.where, extractor, found.items, found.others))
     extra = {"num_faces": num_faces}
     ctx = BuildContext(settings.home, {n: (extra if n in ("mediapipe", "pyfeat") else {}) for n in set(routes.values())},
-                       options, run_id, force, settings.warehouse_url)
+                       options, run_id, force, settings.warehouse_url, source_base(source))
     for name in sorted(set(routes.values())):
         get_extractor(name, **ctx.extractor_options[name]).check_ready()
     emotions = load_emotion_map(settings.emotion_map)
@@ -293,7 +295,7 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
     inputs = _plan_inputs(wh, routes, ctx, manifest, root, emotions, relabel_all, workers)
     plan = make_plan(items, inventory(wh, fresh=True), inputs)
     logger.info("plan: %d to extract in %d units, %d unchanged", plan.members, len(plan.units), len(plan.early))
-    results = bad_rows + _apply_early(wh, plan, run_id, inputs.cache_keys, routes)
+    results = bad_rows + _apply_early(wh, plan, run_id, inputs.cache_keys, routes, ctx.source_root)
     if plan.units:
         preload_validation()  # Great Expectations loads while the first frames are extracted
     try:
@@ -301,7 +303,7 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
                               plan.members)
     finally:
         close_extractors()
-    _settle_failed(wh, plan, results, run_id)
+    _settle_failed(wh, plan, results, run_id, ctx.source_root)
     _quarantine_artifact(results)
     failpoint("flow-end")
     used = sorted({routes[i.kind] for i in items})

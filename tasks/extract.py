@@ -48,6 +48,7 @@ class BuildContext:
     run_id: str
     force: bool = False
     warehouse_url: str | None = None
+    source_root: Path | None = None  # the folder or file being built: quarantine copies only files in it
 
 
 @dataclass
@@ -320,11 +321,11 @@ def _settle(unit: Unit, todo: list[Member], results: dict[str, ItemResult], ctx:
         r = results[m.source_id]
         if r.status == "quarantined":
             quarantine_item(wh, m.item.path, r.stage or "extract", r.reason or "", ctx.run_id, m.source_id,
-                            m.stat, unit_cache_key(unit, ctx))
+                            m.stat, unit_cache_key(unit, ctx), ctx.source_root)
             for alias in m.aliases:
                 quarantine_item(wh, alias.path, r.stage or "extract",
                                 f"same bytes as {r.path}, which was quarantined: {r.reason}", ctx.run_id,
-                                m.source_id, alias.stat, unit_cache_key(unit, ctx))
+                                m.source_id, alias.stat, unit_cache_key(unit, ctx), ctx.source_root)
         after_commit(wh, m, unit.key if r.status == "loaded" else None, ctx.run_id)
 
 

@@ -4,21 +4,34 @@ Precedence per item: manifest row (values given there win), then the nearest fol
 source root named after an emotion (`<root>/<Emotion>/…`), then the file name itself
 (`anger.csv`), then the RAVDESS naming scheme. Stress and valence/arousal default from the
 emotion through the emotion map; unlabelled media is allowed.
+
+A manifest row is refused, with its line number, when its path leaves the manifest's folder and
+the source (`../../etc/hostname`, `/etc/os-release`), names no file, gives an unknown emotion or a
+value its `labels` column's declaration refuses (the ranges come from the contract), or
+contradicts an earlier row for the same file; refused rows never label anything. A manifest that
+is not a readable text CSV (binary, a folder, a FIFO) stops the run with one line naming it.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import math
+import os
 import re
-from dataclasses import dataclass, field, replace
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from data_contracts import EmotionMap
+from data_contracts import LABELS, EmotionMap
 
 RAVDESS = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 RAVDESS_EMOTIONS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fear",
                     7: "disgust", 8: "surprise"}
 MANIFEST_COLUMNS = ("path", "emotion", "subject_id", "valence", "arousal", "stress")
+NUMBERS = ("stress", "valence", "arousal")  # their rules: the `labels` table's declarations
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,40 +50,126 @@ class Manifest:
     problems: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
 
 
-def _number(value: str, cast, what: str, line: int):
+class RowProblem(ValueError):
+    """Why one manifest row is refused (its message, without the line)."""
+
+
+def normalized(path: Path) -> Path:
+    """`path` made absolute with `..` and `.` folded away (no symlinks resolved, like discovery)."""
+    return Path(os.path.normpath(path.absolute()))
+
+
+def _inside(target: Path, roots: list[Path]) -> bool:
+    return any(target == root or root in target.parents for root in roots)
+
+
+def _number(row: dict[str, str], name: str) -> float | int | None:
+    """The value of label column `name`, checked against its declaration in the contract."""
+    text = row.get(name, "")
+    if not text:
+        return None
+    column = LABELS.by_name[name]
     try:
-        return cast(value) if value.strip() else None
+        value = float(text)
     except ValueError:
-        raise ValueError(f"line {line}: {what} {value!r} is not a number") from None
+        value = math.nan
+    if math.isnan(value):
+        raise RowProblem(f"{name} {text!r} is not a number")
+    found = column.violation([value])
+    if found is not None:
+        raise RowProblem(f"{name} {text} {found[1]}" + ("" if column.allowed else f" (must be {column.rule})"))
+    return int(value) if column.is_integer else value
 
 
-def read_manifest(path: Path, emotions: EmotionMap) -> Manifest:
-    """Parse a manifest CSV. Rows with a missing file or unknown emotion become problems."""
+def _row_label(row: dict[str, str], emotions: EmotionMap) -> Label:
+    emotion = None
+    if row.get("emotion"):
+        emotion = emotions.canonical(row["emotion"])
+        if emotion is None:
+            raise RowProblem(f"unknown emotion {row['emotion']!r} (known: {', '.join(emotions.emotions)})")
+    stress, valence, arousal = (_number(row, name) for name in NUMBERS)
+    return Label(emotion, stress, valence, arousal, row.get("subject_id") or None, "manifest")  # type: ignore[arg-type]
+
+
+def _row_target(row: dict[str, str], folder: Path, roots: list[Path]) -> Path:
+    if not row.get("path"):
+        raise RowProblem("empty path")
+    target = normalized(folder / row["path"])
+    if not _inside(target, roots):
+        raise RowProblem(f"path {row['path']!r} is outside the manifest's folder and the source; refused")
+    return target
+
+
+def _differences(a: Label, b: Label) -> str:
+    return ", ".join(f"{f.name} {getattr(a, f.name)!r} vs {getattr(b, f.name)!r}"
+                     for f in fields(Label) if getattr(a, f.name) != getattr(b, f.name))
+
+
+def read_manifest(path: Path, emotions: EmotionMap, source_root: Path | None = None) -> Manifest:
+    """Parse a manifest CSV: its rows' labels, and its refused rows as problems (see the module
+    docstring). Paths are relative to the manifest's folder; they must stay inside it or inside
+    `source_root` (the folder or file being built)."""
     manifest = Manifest()
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in reader.fieldnames or []]
-        if "path" not in header:
-            raise ValueError(f"manifest {path} has no 'path' column (columns: {', '.join(MANIFEST_COLUMNS)})")
-        for line, raw in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
-            target = (path.parent / row["path"]).absolute()
+    roots = [normalized(path.parent)] + ([normalized(source_root)] if source_root is not None else [])
+    first: dict[Path, tuple[int, Label]] = {}
+    refused: set[Path] = set()
+    for line, row in _manifest_rows(path):
+        where = f"manifest {path.name} line {line}"
+        try:
+            target = _row_target(row, path.parent, roots)
+        except RowProblem as exc:  # named by the path it gives (or by the manifest, when empty)
+            manifest.problems.append((normalized(path.parent / row["path"]) if row.get("path") else path,
+                                      f"{where}: {exc}"))
+            continue
+        try:
             if not target.exists():
-                manifest.problems.append((target, f"manifest {path.name} line {line}: file not found"))
-                continue
-            emotion = None
-            if row.get("emotion"):
-                emotion = emotions.canonical(row["emotion"])
-                if emotion is None:
-                    manifest.problems.append((target, f"manifest {path.name} line {line}: unknown emotion "
-                                              f"{row['emotion']!r} (known: {', '.join(emotions.emotions)})"))
-                    continue
-            stress = _number(row.get("stress", ""), int, "stress", line)
-            manifest.rows[target] = Label(
-                emotion, stress, _number(row.get("valence", ""), float, "valence", line),
-                _number(row.get("arousal", ""), float, "arousal", line),
-                row.get("subject_id") or None, "manifest")
+                raise RowProblem("file not found")
+            label = _row_label(row, emotions)
+            if target in first and first[target][1] != label:
+                raise RowProblem(f"labels for {row['path']!r} conflict with line {first[target][0]} "
+                                 f"({_differences(first[target][1], label)})")
+        except RowProblem as exc:
+            manifest.problems.append((target, f"{where}: {exc}"))
+            refused.add(target)
+            continue
+        first.setdefault(target, (line, label))
+    manifest.rows = {target: label for target, (_, label) in first.items() if target not in refused}
     return manifest
+
+
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row with stripped keys and values) of each data row of the manifest."""
+    reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    if "path" not in header:
+        raise ValueError(f"manifest {path} has no 'path' column (columns: {', '.join(MANIFEST_COLUMNS)})")
+    try:
+        for raw in reader:
+            yield reader.line_num, {k.strip(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
+    except csv.Error as exc:
+        raise ValueError(f"manifest {path}: not a CSV file ({exc}, line {reader.line_num})") from None
+
+
+def _manifest_text(path: Path) -> str:
+    """The manifest's text; one line naming the manifest when it is no readable text CSV."""
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ValueError(f"manifest {path} is a folder, not a CSV file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"manifest {path} is not a regular file")
+        if info.st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"manifest {path} is {info.st_size:,} bytes: too large for a labels CSV")
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ValueError(f"manifest {path} not found") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"manifest {path} is not a text CSV (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise ValueError(f"manifest {path}: cannot read it ({exc.strerror or exc})") from None
+    if "\0" in text:
+        raise ValueError(f"manifest {path} is not a text CSV (it holds NUL bytes)")
+    return text
 
 
 def _from_path(path: Path, root: Path | None, emotions: EmotionMap) -> Label:
@@ -107,6 +206,6 @@ def with_defaults(label: Label, emotions: EmotionMap) -> Label:
 
 
 def resolve_label(path: Path, root: Path | None, emotions: EmotionMap, manifest: Manifest | None) -> Label:
-    if manifest is not None and path in manifest.rows:
-        return with_defaults(manifest.rows[path], emotions)
+    if manifest is not None and normalized(path) in manifest.rows:
+        return with_defaults(manifest.rows[normalized(path)], emotions)
     return with_defaults(_from_path(path, root, emotions), emotions)

@@ -25,9 +25,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from data_contracts import DUPLICATES, LABELS, QUARANTINE, RUNS, VIDEOS
+from tasks.errors import ItemError
 from tasks.item_slots import item_slot, item_slots
 from tasks.labels import Label
-from tasks.media import display_path
+from tasks.media import display_path, open_regular
 from warehouse import Warehouse
 from warehouse.storage import read_table, settled, writing
 from warehouse.writer import rows_to_table, sweep_temporary, temporary_key, write_atomic
@@ -257,26 +258,61 @@ def release(wh: Warehouse, drops: list[str], promotions: list[tuple[str, str]]) 
         promote(wh, source_id, heir)
 
 
+def _copy_target(wh: Warehouse, path: Path) -> Path:
+    """Where the quarantine copy of the item at `path` goes (one name per path)."""
+    return wh.home / "quarantine" / "files" / f"{item_id(path)}{path.suffix[:16]}"
+
+
 def clear_quarantine(wh: Warehouse, path: Path) -> None:
+    """The item at `path` loaded: its quarantine entry and its copy go."""
+    for stale in (wh.file_for("quarantine", item_id(path)), _copy_target(wh, path)):
+        with suppress(FileNotFoundError):
+            stale.unlink()
+
+
+def _part_of(path: Path, source_root: Path) -> bool:
+    """Whether `path` lies inside `source_root` (a folder, or the one file being built) once
+    links are resolved: a link out of the source is not part of it."""
+    real, root = os.path.realpath(path), os.path.realpath(source_root)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _copy_into_quarantine(path: Path, target: Path, source_root: Path | None) -> bool:
+    """Copy the bad file for inspection when it is a regular file of the source no bigger than
+    `QUARANTINE_COPY_MAX_BYTES`; any older copy for this path goes either way."""
     with suppress(FileNotFoundError):
-        wh.file_for("quarantine", item_id(path)).unlink()
+        target.unlink()
+    if source_root is None or not _part_of(path, source_root):
+        return False
+    try:
+        with open_regular(path) as src:
+            if os.fstat(src.fileno()).st_size > QUARANTINE_COPY_MAX_BYTES:
+                return False
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    except (OSError, ItemError):
+        with suppress(FileNotFoundError):
+            target.unlink()
+        return False
+    return True
 
 
 def quarantine_item(wh: Warehouse, path: Path, stage: str, reason: str, run_id: str,
-                    source_id: str | None = None, stat=None, cache_key: str | None = None) -> dict:
-    """Record a bad item (table row + a copy of the file when it can be read) and return the row."""
+                    source_id: str | None = None, stat=None, cache_key: str | None = None,
+                    source_root: Path | None = None) -> dict:
+    """Record a bad item and return its row, with the size and time it had and the settings it
+    failed with (an unchanged bad file is not tried again with the same settings). A copy of the
+    file is kept only when it is part of the source being built (`source_root`: the folder, or
+    the file itself); without one (e.g. a refused manifest row, which may name any path) nothing
+    is copied."""
     key = item_id(path)
-    copy_path = None
-    with suppress(OSError):
-        if path.is_file() and path.stat().st_size <= QUARANTINE_COPY_MAX_BYTES:
-            target = wh.home / "quarantine" / "files" / f"{key}{path.suffix[:16]}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            copy_path = str(target)
+    target = _copy_target(wh, path)
+    copied = _copy_into_quarantine(path, target, source_root)
     row = {"item_id": key, "path": display_path(path), "source_id": source_id, "stage": stage,
-           "reason": reason, "copy_path": copy_path, "run_id": run_id, "quarantined_at": now(),
-           "bytes": getattr(stat, "bytes", None), "mtime_ns": getattr(stat, "mtime_ns", None),
-           "cache_key": cache_key}
+           "reason": reason, "copy_path": str(target) if copied else None, "run_id": run_id,
+           "quarantined_at": now(), "bytes": getattr(stat, "bytes", None),
+           "mtime_ns": getattr(stat, "mtime_ns", None), "cache_key": cache_key}
     write_atomic(wh.file_for("quarantine", key), rows_to_table(QUARANTINE, [row]))
     return row
 

@@ -44,6 +44,7 @@ from tasks.extractors.base import BATCH_ROWS, ExtractOptions, Extractor, FrameBa
 from tasks.extractors.tracking import Box, IouTracker
 from tasks.media import Frame, MediaItem, iter_frames
 from tasks.model_files import MODEL_FILES, ensure_model_file
+from tasks.native_logs import capturing
 
 MODEL = "mediapipe-face-landmarker"
 MAP_VERSION = "1"
@@ -185,6 +186,7 @@ class MediaPipeExtractor(Extractor):
             output_face_blendshapes=True, output_facial_transformation_matrixes=True)
         return vision.FaceLandmarker.create_from_options(options)
 
+    @capturing  # MediaPipe's glog/TFLite lines go to the native log (tasks.native_logs)
     def extract(self, item: MediaItem, source_id: str, options: ExtractOptions,
                 meta: ItemMeta) -> Iterator[pa.RecordBatch]:
         if item.kind != "video":  # still images: one landmarker (one model load) for them all

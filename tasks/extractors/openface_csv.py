@@ -7,6 +7,12 @@ rows with `success` 0 or `confidence` below the threshold (those rows get `succe
 
 A CSV whose timestamps are all 0 holds still images (FaceLandmarkImg, or FeatureExtraction over
 an image folder): each row becomes its own item (`video_id` per row). Otherwise it is one video.
+
+The key columns are checked against the contract before they are cast, so nothing wraps or
+truncates: `frame`, `face_id` and `success` must be integers their declared dtype and rule hold
+(`Column.violation`), and no two rows may share the table's key (video_id, frame, face_id)
+(`UniqueKey`); each refusal names the CSV line. A UTF-8 byte-order mark is read, not taken for
+part of the first column's name.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data_contracts import FRAMES
+from data_contracts import FRAMES, UniqueKey
 from data_contracts.tables import OPENFACE, openface_name
 from tasks.errors import ItemError
 from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta, frames_batch
@@ -27,12 +33,14 @@ from tasks.media import MediaItem
 REQUIRED = ("frame", "face_id", "timestamp", "confidence", "success")
 FEATURES = [c.name for c in FRAMES.columns if c.feature and OPENFACE in c.extractors]
 KNOWN = set(REQUIRED) | set(FEATURES)
+INTEGER_KEYS = [c for c in FRAMES.columns if c.name in REQUIRED and c.is_integer]  # frame, face_id, success
 CHUNK_ROWS = 4096
+ENCODING = "utf-8-sig"  # reads a byte-order mark (Excel, PowerShell) as such
 
 
 def _header(item: MediaItem) -> list[str]:
     try:
-        with open(item.path, encoding="utf-8", errors="strict") as fh:
+        with open(item.path, encoding=ENCODING, errors="strict") as fh:
             first = fh.readline()
     except UnicodeDecodeError:
         raise ItemError("extract", "not a text CSV (bytes that are not UTF-8)") from None
@@ -97,7 +105,8 @@ class OpenFaceCsvExtractor(Extractor):
         columns = _header(item)
         present = check_columns(columns)
         try:
-            stamps = pd.read_csv(item.path, skipinitialspace=True, usecols=lambda c: c.strip() == "timestamp")
+            stamps = pd.read_csv(item.path, skipinitialspace=True, encoding=ENCODING,
+                                 usecols=lambda c: c.strip() == "timestamp")
         except (pd.errors.ParserError, ValueError) as exc:
             raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
         if stamps.empty:
@@ -110,30 +119,50 @@ class OpenFaceCsvExtractor(Extractor):
     def _chunks(self, item: MediaItem, source_id: str, options: ExtractOptions,
                 present: list[str], per_row: bool) -> Iterator[pa.RecordBatch]:
         start = 0
+        unique = UniqueKey(FRAMES)
         reader = pd.read_csv(item.path, skipinitialspace=True, chunksize=CHUNK_ROWS, dtype=str,
-                             on_bad_lines="error")
+                             on_bad_lines="error", encoding=ENCODING)
         try:
             for raw in reader:
                 raw.columns = [openface_name(c.strip()) for c in raw.columns]
                 chunk = _numeric(raw, start)
-                yield self._batch(chunk, source_id, options, present, per_row)
+                keys = _keys(raw, chunk, start, source_id, per_row)
+                _check_unique(unique, keys, raw, start)
+                yield self._batch(chunk, keys, options, present)
                 start += len(raw)
         except pd.errors.ParserError as exc:
             raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
 
     @staticmethod
-    def _batch(chunk: pd.DataFrame, source_id: str, options: ExtractOptions,
-               present: list[str], per_row: bool) -> pa.RecordBatch:
-        frames = chunk["frame"].to_numpy(dtype=np.int64) - 1
+    def _batch(chunk: pd.DataFrame, keys: dict, options: ExtractOptions, present: list[str]) -> pa.RecordBatch:
         confidence = chunk["confidence"].to_numpy(dtype=np.float32)
-        success = (chunk["success"].to_numpy() == 1) & (confidence >= options.min_confidence)
-        keys = {
-            "video_id": _video_ids(source_id, frames, per_row),
-            "frame": frames.astype(np.int32),
-            "face_id": chunk["face_id"].to_numpy(dtype=np.int16),
-            "timestamp": chunk["timestamp"].to_numpy(dtype=np.float64),
-            "success": success.astype(np.int8),
-            "confidence": confidence,
-        }
+        success = (keys["success"] == 1) & (confidence >= options.min_confidence)
+        columns = {**keys, "timestamp": chunk["timestamp"].to_numpy(dtype=np.float64),
+                   "success": success.astype(np.int8), "confidence": confidence}
         features = {c: chunk[c].to_numpy(dtype=np.float32) for c in present}
-        return frames_batch(source_id, keys, features)
+        return frames_batch(keys["source_id"], columns, features)
+
+
+def _keys(raw: pd.DataFrame, chunk: pd.DataFrame, where: int, source_id: str, per_row: bool) -> dict:
+    """The integer key columns in contract terms (0-based frames), each checked against its
+    declaration before the cast; the line and the CSV's own value name any that fails."""
+    out: dict = {"source_id": source_id}
+    for column in INTEGER_KEYS:
+        values = chunk[column.name].to_numpy(dtype=np.float64) - (1 if column.name == "frame" else 0)
+        found = column.violation(values)
+        if found is not None:
+            row, problem = found
+            raise ItemError("extract", f"line {where + row + 2}: {column.name} {raw[column.name].iloc[row]} {problem}")
+        out[column.name] = values.astype(column.arrow_type.to_pandas_dtype())
+    out["video_id"] = _video_ids(source_id, out["frame"], per_row)
+    return out
+
+
+def _check_unique(unique: UniqueKey, keys: dict, raw: pd.DataFrame, where: int) -> None:
+    lines = range(where + 2, where + 2 + len(raw))
+    repeat = unique.first_repeat(keys, lines)
+    if repeat is not None:
+        line, first = repeat
+        row = line - where - 2
+        raise ItemError("extract", f"line {line}: frame {raw['frame'].iloc[row]}, face_id {raw['face_id'].iloc[row]} "
+                        f"repeats line {first} (the key {', '.join(unique.columns)} must be unique)")

@@ -6,7 +6,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from data_contracts import FRAMES, LABELS, VIDEOS, feature_columns, load_emotion_map
+from data_contracts import FRAMES, LABELS, VIDEOS, UniqueKey, feature_columns, load_emotion_map
 from data_contracts.gx_suite import expectations
 from data_contracts.tables import openface_name
 from tasks.errors import ItemError
@@ -176,3 +176,21 @@ def test_estimated_au_rules_are_checked(features, rule):
     validate_batch(FRAMES, _batch(est_AU12_r=2.0, est_AU06_c=1.0))
     with pytest.raises(ItemError, match=rule):
         validate_batch(FRAMES, _batch(**features))
+
+
+def test_integer_columns_are_bounded_by_their_dtype():
+    frame, face_id, success = (FRAMES.by_name[n] for n in ("frame", "face_id", "success"))
+    assert frame.bounds == (0, 2**31 - 1) and face_id.bounds == (0, 2**15 - 1)
+    assert face_id.violation([0, 3, 65537]) == (2, "out of range")
+    assert frame.violation([0, 1.5, 2]) == (1, "is not an integer")
+    assert frame.violation([0, float("nan")]) == (1, "missing")
+    assert success.violation([0, 1, 2]) == (2, "is not one of 0, 1")
+    assert frame.violation([0, 1, 2**31 - 1]) is None
+    assert LABELS.by_name["valence"].violation([float("nan"), 3.5]) == (1, "out of range")  # nullable: NaN is fine
+
+
+def test_unique_key_is_checked_across_batches():
+    unique = UniqueKey(FRAMES)
+    assert unique.columns == ("video_id", "frame", "face_id")
+    assert unique.first_repeat({"video_id": ["v", "v"], "frame": [0, 0], "face_id": [0, 1]}, [1, 2]) is None
+    assert unique.first_repeat({"video_id": ["w", "v"], "frame": [0, 0], "face_id": [0, 1]}, [3, 4]) == (4, 2)

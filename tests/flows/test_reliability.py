@@ -103,21 +103,47 @@ def test_overlapping_runs_and_readers(tmp_path, feat_data, prefect_server, refer
     assert q(home, "select count(*) n from videos") == [{"n": 3}]
 
 
-def test_bad_input_at_volume(af_home, prefect_api, feat_data, shared_dir, tmp_path):
-    good, bad = media_corpus(tmp_path / "media", feat_data)
-    good_csv, bad_csv = csv_corpus(tmp_path / "csv", shared_dir / "fixtures/openface/mode_A")
-    assert len(bad) + len(bad_csv) >= 200
-    media_run = build_features(source=str(tmp_path / "media"), extractor="mediapipe", workers=2)
+NATIVE_LINES = re.compile(r"moov atom|EBML header|Premature end of JPEG|libpng|W0000|InitGoogle|TensorFlow Lite|\[ERROR:")
+
+
+def test_bad_input_at_volume(af_home, prefect_api, feat_data, shared_dir, tmp_path, capfd):
+    """A few hundred items of some 45 kinds, most of them broken or hostile: every bad one is
+    quarantined with its own reason, every good one loads with its frames, nothing crashes, and
+    the native libraries' chatter goes to the native log instead of stderr."""
+    media = media_corpus(tmp_path / "media", feat_data)
+    csvs = csv_corpus(tmp_path / "csv", shared_dir / "fixtures/openface/mode_A")
+    kinds = {**media.kinds, **csvs.kinds}
+    assert len(kinds) >= 250 and len(set(kinds.values())) >= 25
+    media_run = build_features(source=str(tmp_path / "media"), labels=str(media.manifest), extractor="mediapipe", workers=2)
     csv_run = build_features(source=str(tmp_path / "csv"), extractor="openface-csv", workers=2)
-    assert (media_run["loaded"], media_run["quarantined"]) == (len(good), len(bad))
-    assert (csv_run["loaded"], csv_run["quarantined"]) == (len(good_csv), len(bad_csv))
-    reasons = {r["path"]: r["reason"] for r in q(af_home, "select path, reason from quarantine")}
-    assert len(reasons) == len(bad) + len(bad_csv)
-    for path, pattern in {**bad, **bad_csv}.items():
-        assert re.search(pattern, reasons[display_path(path)]), (path.name, reasons[display_path(path)])
-    loaded = {r["path"] for r in q(af_home, "select path from videos")}
-    assert {str(p) for p in good + good_csv} <= loaded
-    assert q(af_home, "select sum(quarantined) q from runs") == [{"q": len(bad) + len(bad_csv)}]
+    assert (media_run["loaded"], media_run["quarantined"]) == (len(media.good), len(media.bad))
+    assert (csv_run["loaded"], csv_run["quarantined"]) == (len(csvs.good), len(csvs.bad))
+    bad, good = {**media.bad, **csvs.bad}, {**media.good, **csvs.good}
+    quarantine = {r["path"]: r for r in q(af_home, "select path, reason, copy_path from quarantine")}
+    assert set(quarantine) == {display_path(p) for p in bad}
+    for path, pattern in bad.items():
+        assert re.search(pattern, quarantine[display_path(path)]["reason"]), (kinds[path], quarantine[display_path(path)])
+    loaded = {r["path"]: r["n"] for r in q(af_home, "select path, sum(n_frames) n from videos group by 1")}
+    assert loaded == {str(p): n for p, n in good.items()}
+    labels = q(af_home, "select v.path, l.emotion, l.stress, l.label_source from labels l join videos v using (video_id)")
+    assert {r.pop("path"): r for r in labels if Path(r["path"]) in media.labels} == {str(p): v for p, v in media.labels.items()}
+    assert q(af_home, "select sum(quarantined) q from runs") == [{"q": len(bad)}]
+    _check_quarantine_copies(af_home, quarantine.values(), media.no_copy, tmp_path)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and [line for line in err.splitlines() if NATIVE_LINES.search(line)] == []
+    native = (af_home / "logs" / "native.log").read_text()
+    assert all(text in native for text in ("moov atom not found", "libpng warning", "W0000"))
+
+
+def _check_quarantine_copies(home: Path, rows, no_copy: set[Path], tmp_path: Path) -> None:
+    """Copies only of files that are part of a source (links resolved); nothing else."""
+    sources = [os.path.realpath(tmp_path / "media"), os.path.realpath(tmp_path / "csv")]
+    copies = {r["copy_path"] for r in rows if r["copy_path"]}
+    assert copies == {str(p) for p in (home / "quarantine" / "files").iterdir()}
+    for r in rows:
+        if r["copy_path"]:
+            assert any(os.path.realpath(r["path"]).startswith(s + os.sep) for s in sources), r
+    assert [r for r in rows if Path(r["path"]) in no_copy and r["copy_path"]] == []
 
 
 def test_transient_failures_are_retried_permanent_ones_are_not(af_home, prefect_api, feat_data, tmp_path, monkeypatch):

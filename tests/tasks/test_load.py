@@ -1,10 +1,12 @@
-"""Leftovers of killed writers are swept; files of live writers never are."""
+"""Leftovers of killed writers are swept; files of live writers never are. Quarantine copies
+only files of the source, and only while the item is bad."""
 
 import os
 import time
+from pathlib import Path
 
 from data_contracts import FRAMES
-from tasks.load import file_lock, item_lock, sweep_orphans
+from tasks.load import clear_quarantine, file_lock, item_lock, quarantine_item, sweep_orphans
 from warehouse import Warehouse
 from warehouse.writer import PartitionWriter
 
@@ -44,3 +46,34 @@ def test_stale_temporary_files_of_other_tables(tmp_path):
     os.utime(stale, (old, old))
     assert sweep_orphans(wh) == 1
     assert fresh.exists() and not stale.exists()
+
+
+def test_quarantine_copies_only_regular_files_of_the_source(tmp_path):
+    wh = Warehouse(tmp_path / "home").init()
+    source = tmp_path / "source"
+    source.mkdir()
+    bad, outside = source / "bad.mp4", tmp_path / "secret.txt"
+    bad.write_bytes(b"not a video")
+    outside.write_text("not part of the source")
+    (source / "link.mp4").symlink_to(outside)
+    os.mkfifo(source / "pipe.mp4")
+    copied = quarantine_item(wh, bad, "extract", "cannot open video", "r", source_root=source)
+    assert Path(copied["copy_path"]).read_bytes() == b"not a video"
+    for path, root in ((outside, source), (source / "link.mp4", source), (source / "pipe.mp4", source),
+                       (Path("/etc/hostname"), None), (bad, None)):
+        row = quarantine_item(wh, path, "label", "refused", "r", source_root=root)
+        assert row["copy_path"] is None, path
+    assert [p.name for p in (wh.home / "quarantine" / "files").iterdir()] == []  # bad's copy went too: no longer current
+    single = quarantine_item(wh, bad, "extract", "cannot open video", "r", source_root=bad)  # a one-file source
+    assert single["copy_path"] is not None
+
+
+def test_quarantine_copy_goes_when_the_item_later_loads(tmp_path):
+    wh = Warehouse(tmp_path / "home").init()
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"garbage first")
+    row = quarantine_item(wh, path, "extract", "cannot open video", "r", source_root=tmp_path)
+    assert Path(row["copy_path"]).exists()
+    clear_quarantine(wh, path)  # what a unit's commit does for each member that loaded
+    assert not wh.file_for("quarantine", row["item_id"]).exists()
+    assert not Path(row["copy_path"]).exists()

@@ -1,14 +1,19 @@
 """Discovery and OpenCV decoding on real sample media, and the errors bad files get."""
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
 
+import cv2
 import numpy as np
 import pytest
 
 from tasks.errors import ItemError, SetupError
 from tasks.media import MediaItem, content_hash, discover_media, iter_frames, prefetched, probe
+from tests.corpus import image_header
 
 
 def test_discover_folder_recursive_and_glob(tmp_path, feat_data):
@@ -135,3 +140,63 @@ def test_permission_denied(tmp_path, feat_data):
     path.chmod(0)
     with pytest.raises(ItemError, match="permission denied"):
         content_hash(path)
+
+
+@pytest.mark.parametrize("fmt", ["hdr", "gif", "pam", "pfm", "ppm", "bmp", "ras", "png"])
+def test_pixel_limit_holds_for_every_format_before_decoding(tmp_path, fmt):
+    path = tmp_path / "photo.jpg"  # OpenCV picks the decoder from the bytes, not the name
+    path.write_bytes(image_header(fmt, 11000, 10000))
+    with pytest.raises(ItemError, match=r"^image too large: 11000x10000 \(limit 100,000,000 pixels\)$"):
+        list(iter_frames(MediaItem(path, "image")))
+
+
+@pytest.mark.parametrize("fmt", ["hdr", "gif", "pam", "pfm", "ppm", "bmp", "ras", "png", "tiff", "webp"])
+def test_small_images_of_every_format_still_decode(tmp_path, fmt):
+    pixels = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    written = tmp_path / f"small.{fmt}"
+    assert cv2.imwrite(str(written), pixels.astype(np.float32) / 255 if fmt in ("hdr", "pfm") else pixels)
+    path = written.rename(tmp_path / "small.jpg")
+    (frame,) = iter_frames(MediaItem(path, "image"))
+    assert frame.rgb.shape == (20, 30, 3)
+
+
+def test_gif_claiming_65535_squared_pixels_is_one_line(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(image_header("gif", 65535, 65535))  # a header Pillow rejects, OpenCV believes
+    with pytest.raises(ItemError) as raised:
+        list(iter_frames(MediaItem(path, "image")))
+    assert raised.value.reason == "image too large: 65535x65535 (limit 100,000,000 pixels)"
+
+
+BACKSTOP = """
+import sys
+from pathlib import Path
+import tasks.extractors.mediapipe  # mediapipe imports cv2 too: tasks.media must come first
+from tasks import media
+media._image_size = lambda path: None  # a format no header reader knows
+try:
+    list(media.iter_frames(media.MediaItem(Path(sys.argv[1]), "image")))
+except media.ItemError as exc:
+    print(exc.reason)
+"""
+
+
+def test_opencv_pixel_limit_backs_up_the_header_check(tmp_path):
+    """For a format no header reader knows, OpenCV's own limit, set to ours before cv2 loads,
+    refuses the image (11000x10000 is under OpenCV's default limit of 2**30), in one line."""
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(image_header("gif", 11000, 10000))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), AFFECTFLOW_HOME=str(tmp_path / "home"))
+    env.pop("OPENCV_IO_MAX_IMAGE_PIXELS", None)
+    result = subprocess.run([sys.executable, "-c", BACKSTOP, str(path)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.strip() == "image too large: over OpenCV's pixel limit (100,000,000 pixels unless set otherwise)", result.stderr
+
+
+def test_fifo_and_device_links_are_not_regular_files(tmp_path):
+    fifo, zero = tmp_path / "pipe.mp4", tmp_path / "zero.mp4"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    for path, kind in ((fifo, "a FIFO"), (zero, "a character device")):
+        with pytest.raises(ItemError, match=re.escape(f"not a regular file ({kind})")):
+            content_hash(path)  # refused before opening: opening a FIFO would wait for a writer

@@ -73,3 +73,46 @@ def test_garbled_values_are_refused_with_line(tmp_path):
     path = _write(tmp_path, header, [["1", "0", "0.0", "0.9", "1", "1.5"], ["2", "0", "0.04", "0.9", "1", "abc"]])
     with pytest.raises(ItemError, match="non-numeric value 'abc' in column 'AU01_r' at line 3"):
         _extract(path)
+
+
+KEYS = ["frame", "face_id", "timestamp", "confidence", "success", "AU01_r"]
+
+
+@pytest.mark.parametrize(
+    "rows, reason",
+    [([["1", "0", "0.0", "0.9", "1", "1"], ["1", "0", "0.04", "0.9", "1", "1"]],
+      r"^line 3: frame 1, face_id 0 repeats line 2 \(the key video_id, frame, face_id must be unique\)$"),
+     ([["1", "0", "0.0", "0.9", "1", "1"], ["1.5", "0", "0.04", "0.9", "1", "1"]], r"^line 3: frame 1.5 is not an integer$"),
+     ([["2.9", "0", "0.0", "0.9", "1", "1"]], r"^line 2: frame 2.9 is not an integer$"),
+     ([["1", "0", "0.0", "0.9", "1", "1"], ["3000000000", "0", "0.04", "0.9", "1", "1"]], r"^line 3: frame 3000000000 out of range$"),
+     ([["0", "0", "0.0", "0.9", "1", "1"]], r"^line 2: frame 0 out of range$"),  # OpenFace counts from 1
+     ([["1", "65537", "0.0", "0.9", "1", "1"]], r"^line 2: face_id 65537 out of range$"),
+     ([["1", "-1", "0.0", "0.9", "1", "1"]], r"^line 2: face_id -1 out of range$"),
+     ([["1", "0", "0.0", "0.9", "2", "1"]], r"^line 2: success 2 is not one of 0, 1$")],
+    ids=["duplicate", "fractional-duplicate", "fractional", "frame-int32", "frame-zero", "face-int16", "face-negative",
+         "success"],
+)
+def test_bad_keys_are_refused_with_the_line_and_reason(tmp_path, rows, reason):
+    with pytest.raises(ItemError, match=reason):
+        _extract(_write(tmp_path, KEYS, rows))
+
+
+def test_duplicate_keys_are_found_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr("tasks.extractors.openface_csv.CHUNK_ROWS", 2)
+    rows = [[str(f), "0", f"{f / 25:.2f}", "0.9", "1", "1"] for f in (1, 2, 3, 4, 2)]
+    with pytest.raises(ItemError, match="^line 6: frame 2, face_id 0 repeats line 3"):
+        _extract(_write(tmp_path, KEYS, rows))
+
+
+def test_two_faces_on_one_frame_are_not_duplicates(tmp_path):
+    table, _ = _extract(_write(tmp_path, KEYS, [["1", "0", "0.0", "0.9", "1", "1"], ["1", "1", "0.0", "0.9", "1", "1"]]))
+    assert table["face_id"].to_pylist() == [0, 1] and table["frame"].to_pylist() == [0, 0]
+
+
+def test_utf8_byte_order_mark_is_read(shared_dir, tmp_path):
+    source = shared_dir / "fixtures/openface/mode_A/single_face.csv"
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    with_bom, _ = _extract(path)
+    plain, _ = _extract(source)
+    assert with_bom.equals(plain)
