@@ -8,6 +8,8 @@ error: its frames keep null predictions and the summary says so.
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from pathlib import Path
 from uuid import UUID
 
@@ -24,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from affectflow.settings import load_settings
 from tasks import predict as pr
+from tasks.errors import SetupError
 from tasks.extractors.base import ExtractOptions
-from tasks.media import MediaItem, discover_media
+from tasks.media import MediaItem, discover, extensions, source_base
 from tasks.plots import png_data_url
 from tasks.progress import progress_bar
 from warehouse import Warehouse
@@ -66,10 +69,74 @@ def predict_item_task(run_id: str, checkpoint: Path, item: MediaItem, out_dir: P
     return result.to_dict()
 
 
+IMAGE_BATCH = 256  # images per task run: one extractor and one model call for all of them
+
+
+def media_for(source: str, model: pr.Model) -> list[MediaItem]:
+    """The items of `source` the model's extractor reads; when there are none but other media,
+    say which input the model needs and which run would take this one."""
+    found = discover(source)
+    items = [i for i in found.items if i.kind in model.kinds]
+    if items:
+        return items
+    others = Counter(i.kind for i in found.items)
+    if others:
+        what = ", ".join(f"{n} {k} file(s)" for k, n in others.items())
+        needs = "OpenFace CSVs" if model.kinds == ("csv",) else "videos or images"
+        raise SetupError(f"model {model.run_id} was trained on {model.extractor} features, so it needs {needs}; "
+                         f"{found.where} has {what}: predict with a model trained on "
+                         f"{'video/image features (build-features with mediapipe)' if 'csv' in model.kinds else 'OpenFace CSVs'}"
+                         ", or give it the input it was trained on")
+    raise SetupError(f"no media found in {found.where} (looked for {' '.join(extensions(model.kinds))})")
+
+
+def _progress(progress, done: int, total: int) -> None:
+    if isinstance(progress, UUID):
+        update_progress_artifact(progress, 100.0 * done / max(total, 1))
+
+
+def _folder_name(source: str) -> str:
+    base = source_base(source)
+    return (base.name if base.is_dir() else base.parent.name) or "images"
+
+
+@task(name="predict-images", cache_policy=NO_CACHE, task_run_name="predict images {key}")
+def predict_images_task(run_id: str, checkpoint: Path, items: list[MediaItem], key: str,
+                        options: ExtractOptions) -> tuple[list[dict], str | None]:
+    model = pr.load_model(run_id, checkpoint)
+    results, file = pr.predict_images(model, items, load_settings().home, key, options)
+    return [r.to_dict() for r in results], file
+
+
+def _predict_images(model: pr.Model, images: list[MediaItem], out_dir: Path, options: ExtractOptions,
+                    advance) -> list[dict]:
+    """Still images in batches: per-image predictions in the warehouse and one `images.csv`,
+    one set of summary plots for the folder (distributions, not time courses)."""
+    images = sorted(images, key=lambda i: str(i.path))
+    results, files = [], []
+    for start in range(0, len(images), IMAGE_BATCH):
+        batch = images[start:start + IMAGE_BATCH]
+        key = "images-" + hashlib.sha256("\n".join(str(i.path) for i in batch).encode()).hexdigest()[:16]
+        rows, file = predict_images_task(model.run_id, model.path, batch, key, options)
+        results += rows
+        files += [file] if file else []
+        advance(len(results))
+    outputs = [str(f) for f in pr.write_folder_outputs(model, files, out_dir, f"{out_dir.name} (model {model.run_id})")] \
+        if files else []
+    for r in results:
+        if r["status"] != "failed":
+            r.update(out_dir=str(out_dir), files=outputs)
+    get_run_logger().info("%d images: %s", len(results), ", ".join(
+        f"{n} {s}" for s, n in Counter(r["status"] for r in results).most_common()))
+    return results
+
+
 def _artifacts(results: list[dict], model: pr.Model) -> None:
+    published = set()
     for result in results:
         for file in result["files"]:
-            if file.endswith(".png"):
+            if file.endswith(".png") and file not in published:
+                published.add(file)
                 create_image_artifact(png_data_url(Path(file)), key=f"predict-{Path(file).stem}",
                                       description=f"{Path(file).stem} of {Path(result['path']).name}")
     columns = ("path", "status", "frames", "face_frames", "dominant_emotion", "mean_stress_prob", "out_dir", "reason")
@@ -82,17 +149,21 @@ def predict(params: PredictParams) -> dict:
     """Predict emotion, stress and valence-arousal per frame and per window on new media."""
     logger = get_run_logger()
     model, out = prepare(params)
-    items = discover_media(params.source, model.kinds)
+    items = media_for(params.source, model)
     logger.info("model %s (extractor %s, emotions %s): %d items from %s", model.run_id, model.extractor,
                 ", ".join(model.emotions), len(items), params.source)
     options = ExtractOptions(fps=params.fps, max_frames=params.max_frames)
     progress = create_progress_artifact(0.0, key="predict-progress", description=f"predict: {len(items)} items")
+    singles = [i for i in items if i.kind != "image"]
     results = []
-    for index, (item, folder) in enumerate(zip(items, pr.output_dirs(items, out), strict=True)):
+    for item, folder in zip(singles, pr.output_dirs(singles, out), strict=True):
         results.append(predict_item_task(model.run_id, model.path, item, folder, options))
         logger.info(results[-1]["message"])
-        if isinstance(progress, UUID):
-            update_progress_artifact(progress, 100.0 * (index + 1) / len(items))
+        _progress(progress, len(results), len(items))
+    images = [i for i in items if i.kind == "image"]
+    if images:
+        results += _predict_images(model, images, out / _folder_name(params.source), options,
+                                   lambda done: _progress(progress, len(singles) + done, len(items)))
     summary_csv = out / "summary.csv"
     pd.DataFrame([{k: v for k, v in r.items() if k != "files"} for r in results]).to_csv(summary_csv, index=False)
     refresh_catalog(Warehouse(load_settings().home))

@@ -289,7 +289,7 @@ def _alias_results(todo: list[Member], results: dict[str, ItemResult]) -> list[d
             loaded = r.status == "loaded"
             rows.append(ItemResult(display_path(alias.path), "duplicate" if loaded else r.status, m.source_id,
                                    stage=None if loaded else r.stage,
-                                   reason=f"same bytes as {r.path}" if loaded else r.reason,
+                                   reason=f"same bytes as {r.path}" if loaded else f"{r.reason} (the same bytes as {r.path})",
                                    kind=m.item.kind).to_dict())
     return rows
 
@@ -324,7 +324,7 @@ def _settle(unit: Unit, todo: list[Member], results: dict[str, ItemResult], ctx:
                             m.stat, unit_cache_key(unit, ctx), ctx.source_root)
             for alias in m.aliases:
                 quarantine_item(wh, alias.path, r.stage or "extract",
-                                f"same bytes as {r.path}, which was quarantined: {r.reason}", ctx.run_id,
+                                f"{r.reason} (the same bytes as {r.path})", ctx.run_id,
                                 m.source_id, alias.stat, unit_cache_key(unit, ctx), ctx.source_root)
         after_commit(wh, m, unit.key if r.status == "loaded" else None, ctx.run_id)
 

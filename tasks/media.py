@@ -154,7 +154,7 @@ _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _require_regular(mode: int) -> None:
+def require_regular(mode: int) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
@@ -167,10 +167,10 @@ def open_regular(path: Path) -> io.BufferedReader:
     """`path` opened for reading when it is a regular file, else `ItemError`: checked before
     opening (opening a FIFO waits for a writer, opening a device may act on it) and again on the
     opened file, which is opened without waiting in case the path changed in between."""
-    _require_regular(path.stat().st_mode)
+    require_regular(path.stat().st_mode)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        _require_regular(os.fstat(fd).st_mode)
+        require_regular(os.fstat(fd).st_mode)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

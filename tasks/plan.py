@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import stat
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from tasks.errors import ItemError, TransientError
 from tasks.labels import Label
-from tasks.media import MediaItem, check_path_name, content_hash, display_path
+from tasks.media import MediaItem, check_path_name, content_hash, display_path, require_regular
 from warehouse.inventory import Held, Inventory
 
 SHARD_MAX_ITEMS = 256  # measured (benchmarks/bench_whole_process.py): per-shard cost is ~0.1 s
@@ -160,10 +159,7 @@ def file_stat(path: Path) -> FileStat:
         raise ItemError("discover", "cannot read file: permission denied") from None
     except OSError as exc:
         raise ItemError("discover", f"cannot read file: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        what = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
-                else "a device file" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket")
-        raise ItemError("discover", f"not a regular file: {what}")
+    require_regular(st.st_mode)
     return FileStat(st.st_size, st.st_mtime_ns)
 
 

@@ -218,6 +218,49 @@ def plot_all(frames: pd.DataFrame, emotions: list[str], out_dir: Path, title: st
     return paths
 
 
+def plot_circumplex_points(frames: pd.DataFrame, emotions: list[str], path: Path, title: str) -> Path:
+    """Valence-arousal of every face in a set of still images (one point each, coloured by its
+    dominant emotion): where a folder of images sits on Russell's circumplex."""
+    faces = frames[frames["face"] == 1]
+    colours = emotion_colours(emotions)
+    fig, ax = plt.subplots(figsize=(6.2, 6))
+    _circumplex_axes(ax, 1.5, 1.5)
+    for emotion in emotions:
+        part = faces[faces["dominant_emotion"] == emotion]
+        if len(part):
+            ax.scatter(part["valence"], part["arousal"], s=14, color=colours[emotion], label=f"{emotion} ({len(part)})",
+                       alpha=0.7, zorder=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, frameon=False, title="dominant emotion")
+    ax.set(xlim=(-0.1, 3.1), ylim=(-0.1, 3.1), aspect="equal", xlabel="valence (unpleasant → pleasant)",
+           ylabel="arousal (calm → activated)", title=f"Valence-arousal of {len(faces)} faces\n{title}")
+    return _save(fig, path)
+
+
+def plot_stress_histogram(frames: pd.DataFrame, path: Path, title: str) -> Path:
+    """How stress probability is spread over a set of still images (above 0.5: stressed)."""
+    stress = frames.loc[frames["face"] == 1, "stress_prob"].dropna().to_numpy(np.float64)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.hist(stress, bins=[i / 20 for i in range(21)], color="#c0392b", alpha=0.8)
+    ax.axvline(0.5, color="#555555", ls="--", lw=1)
+    share = 100 * float((stress > 0.5).mean()) if len(stress) else 0.0
+    ax.set(xlim=(0, 1), xlabel="stress probability", ylabel="images",
+           title=f"Stress over {len(stress)} faces: {share:.0f}% above 0.5\n{title}")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_folder(frames: pd.DataFrame, emotions: list[str], out_dir: Path, title: str) -> list[Path]:
+    """The summary plots of a folder of still images (distributions, not time courses)."""
+    paths = []
+    if emotions and frames[[f"p_{e}" for e in emotions]].notna().any().any():
+        paths.append(plot_distribution(frames, emotions, out_dir / "distribution.png", title))
+    if frames[["valence", "arousal"]].notna().any().any():
+        paths.append(plot_circumplex_points(frames, emotions, out_dir / "circumplex.png", title))
+    if frames["stress_prob"].notna().any():
+        paths.append(plot_stress_histogram(frames, out_dir / "stress.png", title))
+    return paths
+
+
 def png_data_url(path: Path) -> str:
     """A PNG as a `data:` URL (inline in HTML and in Prefect image artifacts)."""
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()

@@ -334,6 +334,77 @@ def predict_item(model: Model, item: MediaItem, out_dir: Path, home: Path,
     return result
 
 
+def _frames_of(model: Model, extractor, item: MediaItem, options: ExtractOptions) -> pd.DataFrame:
+    columns = [*KEYS, *model.predictor.prep.columns]
+    parts = [pa.Table.from_batches([b]).select(columns).to_pandas()
+             for b in extractor.extract(item, content_hash(item.path), options, ItemMeta(kind=item.kind))]
+    if not parts:
+        raise ItemError("extract", "no frames came out of this item")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _extract_one(model: Model, extractor, item: MediaItem, options: ExtractOptions,
+                 result: ItemPrediction) -> pd.DataFrame | None:
+    try:
+        return _frames_of(model, extractor, item, options)
+    except ItemError as exc:
+        result.reason = exc.reason
+    except (SetupError, MemoryError):
+        raise
+    except Exception as exc:  # a decoder or extractor choking on odd input is still bad input
+        log.exception("prediction failed on %s", item.path)
+        result.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    return None
+
+
+def predict_images(model: Model, items: list[MediaItem], home: Path, key: str,
+                   options: ExtractOptions | None = None) -> tuple[list[ItemPrediction], str | None]:
+    """Predict a batch of still images with one extractor (one model load) and one model call
+    over all of them; their rows go to one `predictions` file (`<run_id>.<key>`). Returns the
+    per-image results and that file (None when no image gave frames)."""
+    from tasks.extract import worker_extractor
+
+    extractor = worker_extractor(model.extractor, {})
+    extractor.check_ready()
+    results, frames, paths = [], [], {}
+    for item in items:
+        result = ItemPrediction(str(item.path), "failed")
+        results.append(result)
+        found = _extract_one(model, extractor, item, options or ExtractOptions(), result)
+        if found is not None:
+            frames.append(found)
+            paths[str(found["video_id"].iloc[0])] = (item.path, result)
+    if not frames:
+        return results, None
+    rows = predict_dataframe(model, pd.concat(frames, ignore_index=True))
+    tables = []
+    for video_id, part in rows.groupby("video_id", sort=True):
+        path, result = paths[str(video_id)]
+        _summary(result, wide_frame(part, model.emotions))
+        tables.append(to_contract(part, model.run_id, path))
+    target = Warehouse(home).init().file_for("predictions", f"{model.run_id}.{key}")
+    write_atomic(target, pa.concat_tables(tables))
+    return results, str(target)
+
+
+def write_folder_outputs(model: Model, prediction_files: list[str], out_dir: Path, title: str) -> list[Path]:
+    """One CSV of per-image predictions and one set of summary plots for a folder of images."""
+    import pyarrow.parquet as pq
+
+    from tasks.plots import plot_folder
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = pa.concat_tables([pq.read_table(f) for f in prediction_files]).to_pandas()
+    rows["success"] = rows[list(PREDICTED)].notna().any(axis=1).astype(int)  # a face: something was predicted
+    images = wide_frame(rows, model.emotions)
+    images.insert(0, "path", rows.loc[rows["level"] == "frame", "path"].to_numpy())
+    files = [out_dir / "images.csv"]
+    images.to_csv(files[0], index=False)
+    if (images["face"] == 1).any():
+        files += plot_folder(images, model.emotions, out_dir, title)
+    return files
+
+
 class _NoProgress:
     def advance(self, n: int = 1) -> None:
         return None

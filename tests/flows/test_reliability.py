@@ -156,7 +156,8 @@ def test_transient_failures_are_retried_permanent_ones_are_not(af_home, prefect_
     summary = build_features.with_options(retry_delay_seconds=0)(source=str(folder), extractor="mediapipe")
     assert (summary["loaded"], summary["quarantined"]) == (1, 1)
     assert faults._hits["extract-item@flaky"] == 3  # two injected failures, then the real run
-    assert faults._hits["extract-item@broken"] == 1  # a bad file is quarantined once, not retried
+    assert faults._hits["extract-item@broken"] == 0  # an empty file is quarantined when planned, never retried
+    assert q(af_home, "select reason from quarantine") == [{"reason": "empty file (0 bytes)"}]
 
 
 def test_flow_retry_does_not_redo_finished_items(af_home, prefect_api, feat_data, tmp_path, monkeypatch):

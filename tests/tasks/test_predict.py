@@ -182,3 +182,30 @@ def test_sliding_window_bounds() -> None:
     raw = np.arange(6, dtype=np.float32).reshape(6, 1)
     windows = pr.sliding_windows(raw, 3)
     assert [w[:, 0].tolist() for w in windows] == [[0], [0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 5]]
+
+
+def test_predict_a_folder_of_images_in_batches_with_folder_plots(trained, prefect_api, tmp_path, capsys, monkeypatch):
+    from flows import predict as flow
+    from tests.face_images import write_face_images
+
+    home, _ = trained
+    folder = tmp_path / "faces"
+    images = write_face_images(folder, 12)
+    (folder / "broken.jpg").write_bytes(b"not an image" * 10)
+    monkeypatch.setattr(flow, "IMAGE_BATCH", 5)  # 13 images: batches of 5, 5 and 3
+    out = tmp_path / "out"
+    code, stdout, err = _cli(capsys, str(folder), "--out", str(out))
+    assert code == 0, err
+    table = pd.read_csv(out / "faces" / "images.csv")
+    assert len(table) == 12 and set(table["path"]) == {str(p) for p in images}
+    assert table["face"].sum() >= 10 and table.loc[table["face"] == 1, "stress_prob"].between(0, 1).all()
+    assert {p.name for p in (out / "faces").glob("*.png")} == {"distribution.png", "circumplex.png", "stress.png"}
+    assert not list(out.glob("*/timeline.png"))  # one frame per image: no time courses
+    files = sorted(p.name for p in (home / "parquet" / "predictions").glob(f"{RUN_ID}.images-*.parquet"))
+    assert len(files) == 3  # one predictions file per batch, not one per image
+    summary = pd.read_csv(out / "summary.csv")
+    assert (summary["status"] == "failed").sum() == 1
+    assert summary.loc[summary["status"] == "failed", "reason"].iloc[0].startswith("cannot decode image")
+    again = _cli(capsys, str(folder), "--out", str(out))  # the same input: the same warehouse
+    assert again[0] == 0 and sorted(p.name for p in (home / "parquet" / "predictions").glob(
+        f"{RUN_ID}.images-*.parquet")) == files
