@@ -24,6 +24,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.states import Failed
 from pydantic import Field
 
 from affectflow.settings import load_settings
@@ -251,11 +252,19 @@ def build_features(
     started_at, t0 = now(), time.perf_counter()
     run_id = str(flow_run.get_id() or f"local-{int(time.time() * 1000)}")
     settings = load_settings()
-    wh = Warehouse(settings.home).init()
+    try:
+        wh = Warehouse(settings.home).init()
+    except StorageError as exc:
+        get_run_logger().error("%s", exc)
+        return Failed(message=str(exc))  # type: ignore[return-value]
     with active_run(settings.home, run_id, "build-features"):
-        summary = _build(source, labels, extractor, ExtractOptions(fps=fps, max_frames=max_frames,
-                         min_confidence=min_confidence), num_faces, workers, task_runner, dask_address, force,
-                         relabel, run_id, wh, t0)
+        try:
+            summary = _build(source, labels, extractor, ExtractOptions(fps=fps, max_frames=max_frames,
+                             min_confidence=min_confidence), num_faces, workers, task_runner, dask_address, force,
+                             relabel, run_id, wh, t0)
+        except (SetupError, StorageError) as exc:  # one line, as the run's state message; no traceback
+            get_run_logger().error("%s", exc)
+            return Failed(message=str(exc))  # type: ignore[return-value]
         params = {"source": source, "labels": labels, "extractor": extractor, "fps": fps, "max_frames": max_frames,
                   "min_confidence": min_confidence, "num_faces": num_faces, "force": force, "relabel": relabel,
                   "task_runner": task_runner, "dask_address": dask_address}

@@ -154,7 +154,7 @@ def file_stat(path: Path) -> FileStat:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ItemError("discover", "cannot read file: No such file or directory (a dangling link?)") from None
+        raise ItemError("discover", "cannot read file: No such file or directory") from None
     except PermissionError:
         raise ItemError("discover", "cannot read file: permission denied") from None
     except OSError as exc:

@@ -38,28 +38,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from affectflow import preflight
     from affectflow.settings import load_settings
-    from flows.build_features import build_features
-    from warehouse.storage import StorageError
 
     settings = load_settings()
-    params = {"source": args.source, "labels": args.labels, "extractor": args.extractor or settings.extractor,
+    extractor = args.extractor or settings.extractor
+    try:  # before Prefect is imported: a mistake answers at once and leaves no flow run behind
+        preflight.check_source(args.source)
+        preflight.check_file("labels file", args.labels)
+        preflight.check_extractor(extractor, args.source)
+        preflight.check_server()
+    except preflight.PreflightError as exc:
+        return fail(str(exc))
+    except ValueError as exc:  # an AFFECTFLOW_* setting that does not parse
+        return fail(str(exc))
+    params = {"source": args.source, "labels": args.labels, "extractor": extractor,
               "fps": args.fps, "max_frames": args.max_frames,
               "min_confidence": settings.min_confidence if args.min_confidence is None else args.min_confidence,
               "num_faces": args.num_faces, "workers": args.workers, "force": args.force, "relabel": args.relabel,
               "task_runner": args.task_runner, "dask_address": args.dask_address}
+    return _run_flow(params, args.json)
+
+
+def _run_flow(params: dict, as_json: bool) -> int:
+    from prefect.exceptions import FailedRun
+
+    from flows.build_features import build_features
+
+    try:
+        build_features.validate_parameters(params)  # bad values: refused without a flow run
+    except Exception as exc:
+        return fail(f"bad parameters: {parameter_error(exc) or exc}")
     try:
         summary = build_features(**params)
-    except StorageError as exc:
+    except FailedRun as exc:  # the run stopped with a reason (its Prefect state message)
         return fail(str(exc), 1)
     except (SetupError, ValueError, OSError) as exc:
-        return fail(parameter_error(exc) or str(exc))
-    except Exception as exc:
-        message = parameter_error(exc)
-        if message:
-            return fail(f"bad parameters: {message}")
-        raise
-    print_summary(summary, as_json=args.json)
+        return fail(parameter_error(exc) or str(exc), 1)
+    print_summary(summary, as_json=as_json)
     if summary.get("failed"):
         print(f"affectflow: error: {summary['failed']} item(s) still failed after their retries "
               "(see the quarantine table, stage 'failed'); run again to retry them", file=sys.stderr)

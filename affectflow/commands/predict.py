@@ -27,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from affectflow import preflight
+
+    try:  # before Prefect and torch are imported: a mistyped path answers at once, with no flow run
+        preflight.check_source(args.source)
+        preflight.check_file("checkpoint", args.checkpoint)
+        preflight.check_server()
+    except preflight.PreflightError as exc:
+        return fail(str(exc))
     from flows.predict import PredictParams, predict, prepare
 
     try:

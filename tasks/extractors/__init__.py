@@ -43,3 +43,20 @@ def resolve_auto(name: str, media_kinds: set[str], models_dir: Path) -> str:
     from tasks.pyfeat_weights import weights_present
 
     return "pyfeat" if weights_present(models_dir) else "mediapipe"
+
+
+def check_ready(name: str, models_dir: Path, offline: bool, options: dict | None = None) -> None:
+    """`SetupError` now, before any work, when extractor `name` cannot run (its model file
+    missing offline, OpenFace's binary not found, py-feat's weights not pulled). MediaPipe and
+    OpenFace are checked without importing their libraries (this runs before a flow starts)."""
+    if name == "mediapipe":
+        from tasks.model_files import ensure_model_file
+
+        ensure_model_file("mediapipe-face-landmarker", models_dir, offline)
+    elif name == "openface":
+        from affectflow.settings import load_settings
+        from tasks.extractors.openface import find_binary
+
+        find_binary(load_settings().openface_bin)
+    elif name != "openface-csv":
+        get_extractor(name, **(options or {})).check_ready()

@@ -195,7 +195,8 @@ def test_predict_a_folder_of_images_in_batches_with_folder_plots(trained, prefec
     monkeypatch.setattr(flow, "IMAGE_BATCH", 5)  # 13 images: batches of 5, 5 and 3
     out = tmp_path / "out"
     code, stdout, err = _cli(capsys, str(folder), "--out", str(out))
-    assert code == 0, err
+    assert code == 1, err  # one image could not be read: the run says so, the others are predicted
+    assert "broken.jpg: failed: cannot decode image" in stdout
     table = pd.read_csv(out / "faces" / "images.csv")
     assert len(table) == 12 and set(table["path"]) == {str(p) for p in images}
     assert table["face"].sum() >= 10 and table.loc[table["face"] == 1, "stress_prob"].between(0, 1).all()
@@ -207,5 +208,5 @@ def test_predict_a_folder_of_images_in_batches_with_folder_plots(trained, prefec
     assert (summary["status"] == "failed").sum() == 1
     assert summary.loc[summary["status"] == "failed", "reason"].iloc[0].startswith("cannot decode image")
     again = _cli(capsys, str(folder), "--out", str(out))  # the same input: the same warehouse
-    assert again[0] == 0 and sorted(p.name for p in (home / "parquet" / "predictions").glob(
+    assert again[0] == 1 and sorted(p.name for p in (home / "parquet" / "predictions").glob(
         f"{RUN_ID}.images-*.parquet")) == files
