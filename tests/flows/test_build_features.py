@@ -78,11 +78,14 @@ def test_bad_input_is_quarantined_and_good_input_loads(af_home, prefect_api, fea
     assert q(af_home, "select count(*) n from frames") == [{"n": 72 + 95 + 169}]
 
 
-def test_empty_folder_fails_with_clear_message(af_home, prefect_api, tmp_path):
-    from tasks.errors import SetupError
-
-    with pytest.raises(SetupError, match="no media found"):
-        build_features(source=str(tmp_path))
+def test_empty_folder_fails_with_its_reason_as_the_state_message(af_home, prefect_api, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not media")
+    state = build_features(source=str(folder), return_state=True)
+    assert state.is_failed()
+    assert state.message == f"no media found in folder {folder} (looked for .mp4 .avi .mov .mkv .webm .m4v " \
+                            ".jpg .jpeg .png .bmp .csv); 1 other files there"
 
 
 def test_bad_parameters_are_rejected(af_home, prefect_api, shared_dir):

@@ -1,0 +1,49 @@
+"""Mistakes a command can see before it starts a flow: one line, fast, and no flow run left
+behind on the server."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _flow_runs(api: str) -> int:
+    return len(httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build-features", "{tmp}/mediaa"], "source not found: {tmp}/mediaa; did you mean {tmp}/media?"),
+    (["build-features", "{tmp}/media", "--labels", "{tmp}/labels.csv"], "labels file not found: {tmp}/labels.csv"),
+    (["build-features", "{tmp}/empty"], "no media found in folder {tmp}/empty"),
+    (["build-features", "{tmp}/media/*.mkv"], "no files match '{tmp}/media/*.mkv'"),
+    (["predict", "{tmp}/nowhere.mp4"], "source not found: {tmp}/nowhere.mp4"),
+], ids=["mistyped-source", "missing-labels", "empty-folder", "glob-without-match", "predict-missing"])
+def test_setup_errors_answer_at_once_and_create_no_flow_run(prefect_server, af_home, tmp_path, args, message):
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "a.csv").write_text("frame\n")
+    (tmp_path / "empty").mkdir()
+    api = prefect_server["PREFECT_API_URL"]
+    before = _flow_runs(api)
+    started = time.monotonic()
+    done = run_cli(["affectflow", *[a.format(tmp=tmp_path) for a in args]], env=dict(os.environ, PREFECT_API_URL=api))
+    took = time.monotonic() - started
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"affectflow: error: {message.format(tmp=tmp_path)}"), done.stderr
+    assert _flow_runs(api) == before  # nothing in the UI for a typo
+    assert took < 5, f"{took:.1f} s to report a setup error"  # (about 0.3 s on an idle machine; loose for CI)
+
+
+def test_an_unreachable_server_is_one_line(af_home, tmp_path):
+    (tmp_path / "a.csv").write_text("frame\n")
+    done = run_cli(["affectflow", "build-features", str(tmp_path)],
+                   env=dict(os.environ, PREFECT_API_URL="http://127.0.0.1:9/api"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("affectflow: error: the Prefect server at http://127.0.0.1:9/api does not answer "
+                                   "(ConnectError); start it with `make serve`, or unset PREFECT_API_URL to run "
+                                   "without one")
