@@ -314,6 +314,7 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
         close_extractors()
     _settle_failed(wh, plan, results, run_id, ctx.source_root)
     _quarantine_artifact(results)
+    _items_artifact(results)
     failpoint("flow-end")
     used = sorted({routes[i.kind] for i in items})
     return {"run_id": run_id, "extractor": "+".join(used),
@@ -373,17 +374,39 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
 
 
 def _publish(wh: Warehouse) -> None:
-    """The snapshot and catalog views, and the warehouse report artifact."""
-    logger = get_run_logger()
+    """The snapshot and catalog views (the cost follows what changed). The whole-warehouse report
+    is `affectflow report` (and the train flow's artifact): rebuilding it after every build would
+    cost more than a small build itself."""
     if not refresh_catalog(wh):
-        logger.warning("catalog %s is held open by another process; its views were left as they were "
-                       "(they read the Parquet files, so new data is still visible)", wh.catalog_path)
-    try:
-        from tasks.report import publish_report_artifact  # matplotlib: only when there is news
+        get_run_logger().warning("catalog %s is held open by another process; its views were left as they were "
+                                 "(they read the Parquet files, so new data is still visible)", wh.catalog_path)
 
-        publish_report_artifact(home=wh.home)
-    except Exception as exc:  # the report is a convenience; a failure must not fail the build
-        logger.warning("could not publish the warehouse report: %s", exc)
+
+ITEMS_SHOWN = 200  # above this many files, the items artifact groups them by folder
+
+
+def _items_artifact(results: list[dict]) -> None:
+    """What each file gave (or, for big runs, each folder): status, frames, faces, reason."""
+    if not results:
+        return
+    if len(results) <= ITEMS_SHOWN:
+        rows = [{"file": Path(r["path"]).name, "status": r["status"], "frames": r["frames"],
+                 "face rate": round(r["face_frames"] / r["frames"], 3) if r["frames"] else None,
+                 "note": r["reason"] or ""} for r in results]
+    else:
+        groups: dict[str, Counter] = {}
+        for r in results:
+            counts = groups.setdefault(str(Path(r["path"]).parent), Counter())
+            counts[r["status"]] += 1
+            counts["frames"] += r["frames"]
+            counts["faces"] += r["face_frames"]
+        rows = [{"folder": folder, "files": sum(c[s] for s in STATUSES), **{s: c[s] for s in STATUSES},
+                 "frames": c["frames"], "face rate": round(c["faces"] / c["frames"], 3) if c["frames"] else None}
+                for folder, c in sorted(groups.items())]
+    create_table_artifact(key="build-features-items", table=rows, description="what each file of this run gave")
+
+
+STATUSES = ("loaded", "skipped", "duplicate", "quarantined", "failed")
 
 
 def _quarantine_artifact(results: list[dict]) -> None:
