@@ -24,11 +24,11 @@ import pyarrow as pa
 from data_contracts import CONTRACT_VERSION, FRAMES
 from tasks.errors import ItemError, TransientError
 from tasks.extractors import get_extractor
-from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta
+from tasks.extractors.base import ExtractOptions, Extractor, FrameBatchBuilder, ItemMeta
 from tasks.faults import failpoint
 from tasks.labels import Label
 from tasks.load import after_commit, commit_unit, file_lock, now, quarantine_item, unit_locks
-from tasks.media import display_path, probe
+from tasks.media import display_path, prefetched, probe, read_image
 from tasks.plan import Member, Unit
 from tasks.validate import validate_batch
 from warehouse import Warehouse
@@ -38,6 +38,7 @@ from warehouse.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
 PARTIAL_BELOW = 0.9  # a video that decodes to fewer than this share of its listed frames is partial
+IMAGES_AHEAD = 4  # still images a shard decodes ahead of the detector
 
 
 @dataclass(frozen=True)
@@ -195,15 +196,26 @@ def _collect(member: Member, extractor: Extractor, ctx: BuildContext) -> _Done:
     return _Done(member, meta, stats, batches)
 
 
-def _validate_shard(done: list[_Done], results: dict[str, ItemResult]) -> list[_Done]:
-    """One contract validation for the whole shard; only when it fails, one per member, so the
-    members that break the contract are quarantined alone."""
+def _combined(done: list[_Done]) -> pa.RecordBatch | None:
     batches = [b for d in done for b in d.batches]
     if not batches:
-        return done
+        return None
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _validate_shard(done: list[_Done], results: dict[str, ItemResult],
+                    whole: pa.RecordBatch | None) -> tuple[list[_Done], pa.RecordBatch | None]:
+    """One contract validation for the whole shard; only when it fails, one per member, so the
+    members that break the contract are quarantined alone. Returns the good members and their
+    rows as one batch."""
+    whole = whole if whole is not None else _combined(done)
+    if whole is None:
+        return done, None
     try:
-        validate_batch(FRAMES, pa.Table.from_batches(batches).combine_chunks().to_batches()[0])
-        return done
+        validate_batch(FRAMES, whole)
+        return done, whole
     except ItemError:
         pass
     good = []
@@ -214,7 +226,47 @@ def _validate_shard(done: list[_Done], results: dict[str, ItemResult]) -> list[_
             good.append(d)
         except ItemError as exc:
             _bad(results[d.member.source_id], exc.stage, exc.reason)
-    return good
+    return good, _combined(good)
+
+
+def _decoded(todo: list[Member]):
+    """(member, RGB image or the `ItemError` reading it), decoded a few images ahead in a
+    background thread: JPEG decoding (which releases the GIL) overlaps detection."""
+    def read(m: Member):
+        try:
+            return m, read_image(m.item.path), None
+        except ItemError as exc:
+            return m, None, exc
+    return prefetched((read(m) for m in todo), IMAGES_AHEAD)
+
+
+def _collect_images(todo: list[Member], extractor: Extractor, results: dict[str, ItemResult]
+                    ) -> tuple[list[_Done], pa.RecordBatch | None]:
+    """A shard of still images as one batch of rows: each decoded image straight into one
+    builder (per-image batches cost more than the detector on small images)."""
+    builder = FrameBatchBuilder(todo[0].source_id, len(todo) * max(1, int(getattr(extractor, "num_faces", 1))))
+    spans: list[tuple[Member, ItemMeta, int, int]] = []
+    for m, rgb, error in _decoded(todo):
+        if error is not None:
+            _bad(results[m.source_id], error.stage, error.reason)
+            continue
+        start = builder.n
+        if _run_member(m, lambda m=m, rgb=rgb: _add_image(m, rgb, extractor, builder), results[m.source_id]):
+            spans.append((m, ItemMeta(kind="image", width=rgb.shape[1], height=rgb.shape[0]), start, builder.n))
+    whole = builder.flush()
+    done = []
+    for m, meta, start, end in spans:
+        part = whole.slice(start, end - start)  # type: ignore[union-attr]
+        stats = _Stats()
+        stats.add(part)
+        done.append(_Done(m, meta, stats, [part]))
+    return done, whole
+
+
+def _add_image(member: Member, rgb, extractor: Extractor, builder: FrameBatchBuilder) -> bool:
+    failpoint("extract-item", member.item.path)
+    extractor.add_image(rgb, member.source_id, member.source_id, builder)
+    return True
 
 
 def _bad(result: ItemResult, stage: str, reason: str) -> None:
@@ -246,12 +298,16 @@ def _extract_unit(unit: Unit, extractor: Extractor, ctx: BuildContext, wh: Wareh
         member = todo[0]
         done = _run_member(member, lambda: _stream_video(member, extractor, ctx, writer), results[member.source_id])
         return ([done] if done else []), writer
-    collected = [d for m in todo
-                 if (d := _run_member(m, lambda m=m: _collect(m, extractor, ctx), results[m.source_id]))]
-    good = _validate_shard(collected, results)
+    if extractor.adds_images and all(m.item.kind == "image" for m in todo):
+        collected, whole = _collect_images(todo, extractor, results)
+    else:
+        collected = [d for m in todo
+                     if (d := _run_member(m, lambda m=m: _collect(m, extractor, ctx), results[m.source_id]))]
+        whole = None
+    good, rows = _validate_shard(collected, results, whole)
+    if rows is not None:
+        writer.write(rows)
     for d in good:
-        for batch in d.batches:
-            writer.write(batch)
         failpoint("batch-written", d.member.item.path)
     return good, writer
 

@@ -206,7 +206,7 @@ class MediaInfo:
 @capturing  # decoders' own log lines go to the native log (tasks.native_logs)
 def probe(item: MediaItem) -> MediaInfo:
     if item.kind == "image":
-        frame = _read_image(item.path)
+        frame = read_image(item.path)
         return MediaInfo(frame.shape[1], frame.shape[0], None, 1)
     cap = _open_video(item.path)
     try:
@@ -286,7 +286,7 @@ def _opencv_reason(exc: cv2.error) -> str:
 
 
 @capturing
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     size = _image_size(path)
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
         raise ItemError("extract", f"image too large: {size[0]}x{size[1]} (limit {MAX_IMAGE_PIXELS:,} pixels)")
@@ -310,7 +310,7 @@ def iter_frames(item: MediaItem, fps: float | None = None, max_frames: int | Non
     gets `frames_read`: how many frames the decoder returned before it stopped.
     """
     if item.kind == "image":
-        yield Frame(0, 0.0, _read_image(item.path))
+        yield Frame(0, 0.0, read_image(item.path))
         return
     frames = _video_frames(item.path, fps, max_frames, tally if tally is not None else {})
     yield from (prefetched(frames, prefetch) if prefetch > 0 else frames)

@@ -6,6 +6,7 @@ streaming: it holds at most one batch of rows, so memory does not grow with vide
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -76,6 +77,13 @@ class Extractor(ABC):
         """Release models and threads."""
         return None
 
+    # Still images in shards: an extractor that can take decoded images one by one sets this and
+    # implements `add_image`, so a shard is one batch of rows built once (not one per image).
+    adds_images = False
+
+    def add_image(self, rgb: np.ndarray, video_id: str, source_id: str, builder: FrameBatchBuilder) -> None:
+        raise NotImplementedError
+
 
 class FrameBatchBuilder:
     """Collects per-frame rows column-wise and emits contract-schema record batches.
@@ -92,12 +100,16 @@ class FrameBatchBuilder:
 
     def _reset(self) -> None:
         self._keys: dict[str, list[Any]] = {k: [] for k in _KEYS if k != "source_id"}
+        self._sources: list[str] = []
         self._values: dict[str, np.ndarray] = {}
         self.n = 0
 
     def add(self, video_id: str, frame: int, face_id: int, timestamp: float, success: bool,
-            confidence: float | None, features: Mapping[str, float] | None = None) -> None:
+            confidence: float | None, features: Mapping[str, float] | None = None,
+            source_id: str | None = None) -> None:
+        """One row; `source_id` defaults to the builder's (a shard's builder holds many items)."""
         row = self.n
+        self._sources.append(source_id or self.source_id)
         for key, value in (("video_id", video_id), ("frame", frame), ("face_id", face_id),
                            ("timestamp", timestamp), ("success", 1 if success else 0),
                            ("confidence", confidence)):
@@ -120,27 +132,38 @@ class FrameBatchBuilder:
             return None
         n = self.n
         features = {name: values[:n] for name, values in self._values.items()}
-        batch = frames_batch(self.source_id, self._keys, features)
+        sources = self.source_id if all(s == self.source_id for s in self._sources) else self._sources
+        batch = frames_batch(sources, self._keys, features)
         self._reset()
         return batch
 
 
-def frames_batch(source_id: str, keys: Mapping[str, Any], features: Mapping[str, np.ndarray]) -> pa.RecordBatch:
-    """A `frames` record batch from key columns and float feature arrays (NaN = null).
+@functools.lru_cache(maxsize=256)
+def _nulls(n: int, arrow_type: pa.DataType) -> pa.Array:
+    """An all-null column (immutable, so shared by every batch of that length: most of the
+    ~800 columns of a batch are null, and making each anew cost more than the detector on small images)."""
+    return pa.nulls(n, arrow_type)
+
+
+def frames_batch(source_id: str | list[str], keys: Mapping[str, Any],
+                 features: Mapping[str, np.ndarray]) -> pa.RecordBatch:
+    """A `frames` record batch from key columns and float feature arrays (NaN = null); one
+    `source_id` for every row, or one per row.
 
     Every feature is nulled on rows whose `success` is 0; columns not given are all null.
     """
     success = np.asarray(keys["success"], dtype=np.int8)
     n = len(success)
     failed = success == 0
-    arrays: list[pa.Array] = [pa.array([source_id] * n, pa.string())]
+    sources = [source_id] * n if isinstance(source_id, str) else source_id
+    arrays: list[pa.Array] = [pa.array(sources, pa.string())]
     for key in _KEYS[1:]:
         arrays.append(pa.array(np.asarray(keys[key]) if key != "confidence" else keys[key],
                                type=FRAMES.by_name[key].arrow_type, from_pandas=True))
     for col in _FEATURES:
         values = features.get(col.name)
         if values is None:
-            arrays.append(pa.nulls(n, col.arrow_type))
+            arrays.append(_nulls(n, col.arrow_type))
             continue
         values = np.asarray(values, dtype=np.float32)
         arrays.append(pa.array(values, type=col.arrow_type, mask=np.isnan(values) | failed))

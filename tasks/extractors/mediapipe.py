@@ -200,6 +200,21 @@ class MediaPipeExtractor(Extractor):
         finally:
             landmarker.close()
 
+    adds_images = True
+
+    @capturing
+    def add_image(self, rgb: np.ndarray, video_id: str, source_id: str, builder: FrameBatchBuilder) -> None:
+        """One decoded still image's rows into a shard's `builder` (IMAGE mode, one landmarker)."""
+        if self._image_landmarker is None:
+            self._image_landmarker = self._landmarker(vision.RunningMode.IMAGE)
+        faces = _detect(self._image_landmarker, Frame(0, 0.0, rgb), None, self.estimate)
+        if not faces:
+            builder.add(video_id, 0, 0, 0.0, False, None, source_id=source_id)
+            return
+        ids = IouTracker().assign([box for box, _ in faces])
+        for face_id, (_, features) in zip(ids, faces, strict=True):
+            builder.add(video_id, 0, face_id, 0.0, True, None, features, source_id=source_id)
+
     def close(self) -> None:
         if self._image_landmarker is not None:
             self._image_landmarker.close()
