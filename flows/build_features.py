@@ -40,6 +40,7 @@ from tasks.load import (
     now,
     quarantine_item,
     record_run,
+    record_stats,
     relabel,
     release,
     relink,
@@ -202,6 +203,11 @@ def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, s
         relink(wh, held.key, held.source_id, path, st.st_size, st.st_mtime_ns, label)
     for held, label in plan.relabels:
         relabel(wh, held.key, held.source_id, label)
+    by_key: dict[str, dict[str, tuple[int, int]]] = {}
+    for held, stat in plan.restats:
+        by_key.setdefault(held.key, {})[held.source_id] = (stat.bytes, stat.mtime_ns)
+    for key, stats in by_key.items():
+        record_stats(wh, key, stats)
     for path in plan.unlink:
         unlink_duplicate(wh, path)
     release(wh, plan.drops, plan.promotions)
@@ -324,7 +330,7 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
 def _changed(plan: Plan, bad_rows: list[dict]) -> bool:
     """Whether this run wrote anything but its `runs` row (a re-run over unchanged files does not)."""
     return bool(plan.units or plan.links or plan.relinks or plan.relabels or plan.drops or plan.promotions
-                or plan.unlink or bad_rows or any(e.status == "quarantined" and e.record for e in plan.early))
+                or plan.unlink or plan.restats or bad_rows or any(e.status == "quarantined" and e.record for e in plan.early))
 
 
 def _nothing_to_read(where: str, extractor: str, items: list[MediaItem], others: list[Path]) -> str:

@@ -165,6 +165,23 @@ def _update_rows(wh: Warehouse, table: str, key: str, source_id: str, changes: d
     write_atomic(path, pa.table(columns).cast(wh.table(table).arrow_schema()))
 
 
+def record_stats(wh: Warehouse, key: str, stats: dict[str, tuple[int, int]]) -> None:
+    """New size and modification time for loaded contents of one file (their bytes are the
+    same, their time changed): one rewrite of its `videos` file for all of them."""
+    with file_lock(wh, key):
+        path = wh.file_for("videos", key)
+        data = read_table(path)
+        ids = data["source_id"].to_pylist()
+        sizes = [stats[i][0] if i in stats else v for i, v in zip(ids, data["bytes"].to_pylist(), strict=True)]
+        times = [stats[i][1] if i in stats else v
+                 for i, v in zip(ids, (data["mtime_ns"].to_pylist() if "mtime_ns" in data.column_names
+                                       else [None] * len(ids)), strict=True)]
+        data = data.set_column(data.schema.get_field_index("bytes"), "bytes", pa.array(sizes, pa.int64()))
+        if "mtime_ns" in data.column_names:
+            data = data.set_column(data.schema.get_field_index("mtime_ns"), "mtime_ns", pa.array(times, pa.int64()))
+        write_atomic(path, data.cast(wh.table("videos").arrow_schema()))
+
+
 def relabel(wh: Warehouse, key: str, source_id: str, label: Label) -> None:
     """Give a loaded content new labels (its `labels` rows, in place)."""
     with file_lock(wh, key):

@@ -122,6 +122,7 @@ class Plan:
     drops: list[str] = field(default_factory=list)  # contents no file holds any more
     promotions: list[tuple[str, str]] = field(default_factory=list)  # (content, duplicate path)
     unlink: list[Path] = field(default_factory=list)  # duplicate rows to remove (path is something else now)
+    restats: list[tuple[Held, FileStat]] = field(default_factory=list)  # same bytes, new time: record it
 
     @property
     def members(self) -> int:
@@ -272,6 +273,8 @@ def _settle_content(source_id: str, files: list[_Seen], inv: Inventory, inputs: 
             plan.early.append(Early(first.item.path, "skipped", source_id=source_id, stat=first.stat,
                                     kind=first.item.kind))
             _maybe_relabel(held, first.item.path, inputs, plan)
+            if (held.bytes, held.mtime_ns) != (first.stat.bytes, first.stat.mtime_ns):
+                plan.restats.append((held, first.stat))  # touched or copied: not read again next time
     else:
         first = by_path[canonical]
         moved = held.path not in by_path  # gone or changed: the label moves with the bytes

@@ -97,6 +97,14 @@ def test_rerunning_an_image_folder_changes_nothing(af_home, prefect_api, images)
     assert (summary["loaded"], summary["skipped"], summary["frames"]) == (0, 40, 0)
     assert {t: _files(af_home, t) for t in tables} == before  # not one file rewritten
     assert sorted(p.name for p in (af_home / "snapshots").glob("frames-*.duckdb")) == snapshot
+    for path in images:  # touched (or copied without -p): same bytes, new times
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    touched = build_features(source=str(images[0].parent), extractor="mediapipe")
+    assert (touched["loaded"], touched["skipped"]) == (0, 40)  # recognised by their bytes, not re-extracted
+    assert _files(af_home, "frames") == before["frames"]
+    after_touch = {t: _files(af_home, t) for t in tables}  # the new times recorded once (videos files) ...
+    build_features(source=str(images[0].parent), extractor="mediapipe")
+    assert {t: _files(af_home, t) for t in tables} == after_touch  # ... so the next run reads nothing again
 
 
 @pytest.mark.slow
