@@ -29,8 +29,7 @@ def test_query_and_help_load_no_heavy_library(tmp_path):
     even that: each library below costs 0.1-2 s of start-up (a query took 1.5-5 s before). (A
     fresh home's first query writes the tables' schema files, with pyarrow.)"""
     Warehouse(tmp_path / "home").init()
-    loaded = ("import sys; print(' '.join(m for m in {heavy} + ('duckdb',) if m in sys.modules), file=sys.stderr)"
-              .format(heavy=HEAVY))
+    loaded = f"import sys; print(' '.join(m for m in {HEAVY} + ('duckdb',) if m in sys.modules), file=sys.stderr)"
     query = _fresh_process(tmp_path, "from affectflow.cli import main\n"
                            "main(['query', 'select 1 a, null b']); main(['query', 'select count(*) n from videos']); "
                            + loaded)
