@@ -30,9 +30,6 @@ from warehouse.catalog import connect, views_for
 from warehouse.layout import Warehouse
 
 _R = TypeVar("_R", bound="_Running")
-# `Head` counts the rows past the ones it shows through Arrow on the cursor it fetched them from;
-# DuckDB warns that this copies rows, which is what counting them costs (they are not kept).
-warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 ANALYZE = {"analyze", "analyse"}
 
@@ -228,7 +225,9 @@ class Head(_Running):
             return
         more = 0 if len(rows) < self._rows or cursor.fetchone() is None else 1
         if more:  # counted batch by batch in Arrow: millions of rows as tuples would take seconds
-            more += sum(batch.num_rows for batch in cursor.to_arrow_reader(65_536) or ())
+            with warnings.catch_warnings():  # DuckDB warns that Arrow on this cursor copies the rows:
+                warnings.simplefilter("ignore", UserWarning)  # that is what counting them costs
+                more += sum(batch.num_rows for batch in cursor.to_arrow_reader(65_536) or ())
         self._put("total", len(rows) + more)
 
 
