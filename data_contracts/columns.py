@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow and numpy load where a schema or a check is built, not on import:
+    import numpy as np  # `affectflow query` reads the declarations and prints rows without them
+    import pyarrow as pa
 
 # Contract dtype -> (Arrow type, DuckDB type). One place, so Parquet and SQL never disagree.
-DTYPES: dict[str, tuple[pa.DataType, str]] = {
-    "string": (pa.string(), "VARCHAR"),
-    "int8": (pa.int8(), "TINYINT"),
-    "int16": (pa.int16(), "SMALLINT"),
-    "int32": (pa.int32(), "INTEGER"),
-    "int64": (pa.int64(), "BIGINT"),
-    "float32": (pa.float32(), "FLOAT"),
-    "float64": (pa.float64(), "DOUBLE"),
-    "bool": (pa.bool_(), "BOOLEAN"),
-    "timestamp": (pa.timestamp("us", tz="UTC"), "TIMESTAMPTZ"),
+DTYPES: dict[str, tuple[str, str]] = {
+    "string": ("string", "VARCHAR"),
+    "int8": ("int8", "TINYINT"),
+    "int16": ("int16", "SMALLINT"),
+    "int32": ("int32", "INTEGER"),
+    "int64": ("int64", "BIGINT"),
+    "float32": ("float32", "FLOAT"),
+    "float64": ("float64", "DOUBLE"),
+    "bool": ("bool_", "BOOLEAN"),
+    "timestamp": ("timestamp[us, UTC]", "TIMESTAMPTZ"),
 }
+
+
+@functools.cache
+def arrow_type(dtype: str) -> pa.DataType:
+    """The Arrow type of a contract dtype (`DTYPES`)."""
+    import pyarrow as pa
+
+    name = DTYPES[dtype][0]
+    return pa.timestamp("us", tz="UTC") if name.startswith("timestamp") else getattr(pa, name)()
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ class Column:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return DTYPES[self.dtype][0]
+        return arrow_type(self.dtype)
 
     @property
     def duckdb_type(self) -> str:
@@ -85,6 +97,8 @@ class Column:
         """The first of `values` (numbers, NaN for missing) that breaks this column's declaration,
         as (position, what is wrong): `missing`, `is not an integer`, `out of range`,
         `is not one of …`. None when all hold. Run before casting, so nothing wraps or truncates."""
+        import numpy as np
+
         x = np.asarray(values, dtype=np.float64)
         missing = np.isnan(x)
         checks = [(missing & (not self.nullable), "missing")]
@@ -126,8 +140,10 @@ class Table:
         return [c.name for c in self.columns]
 
     def arrow_schema(self) -> pa.Schema:
-        fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
-        return pa.schema(fields, metadata={"affectflow.table": self.name})
+        import pyarrow as pa
+
+        arrow_fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
+        return pa.schema(arrow_fields, metadata={"affectflow.table": self.name})
 
     def duckdb_columns_sql(self) -> str:
         """`name TYPE [NOT NULL], …` for CREATE TABLE."""
@@ -141,8 +157,17 @@ class Table:
         return self.arrow_schema().empty_table()
 
     def fingerprint(self) -> str:
-        payload = json.dumps([asdict(c) for c in self.columns], sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """A hash of every column's declaration; computed once per table (a query asks for it on
+        each run, and `frames` has ~800 columns). Column fields are plain values and tuples, so a
+        shallow dict serialises as `dataclasses.asdict` would, at a fraction of the cost."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            names = [f.name for f in fields(Column)]
+            payload = json.dumps([{n: getattr(c, n) for n in names} for c in self.columns], sort_keys=True,
+                                 default=str)
+            cached = hashlib.sha256(payload.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_fingerprint", cached)  # frozen: set once, like `by_name`
+        return cached
 
 
 class UniqueKey:
@@ -156,6 +181,8 @@ class UniqueKey:
     def first_repeat(self, batch: Mapping[str, Sequence], positions: Sequence[int]) -> tuple[int, int] | None:
         """(position of the first row whose key was seen before, position where it was seen),
         or None; the keys of this batch are remembered for the next."""
+        import numpy as np
+
         keys = zip(*(np.asarray(batch[name]).tolist() for name in self.columns), strict=True)
         for key, position in zip(keys, positions, strict=True):
             first = self._seen.setdefault(key, position)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from data_contracts.columns import Column, Table
+
+if TYPE_CHECKING:  # pandas loads in the rules that use it: reading the warehouse needs the
+    import pandas as pd  # tables declared here, not pandas (`affectflow query` starts faster)
 
 PARTITIONS = ("test", "pretrain", "ssl", "classifier", "finetune")
 LABELLED_PARTITIONS = ("test", "ssl", "classifier", "finetune")
@@ -125,6 +126,8 @@ class ContractResult:
 
 
 def _plain(value: object) -> object:
+    import numpy as np
+
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
@@ -153,6 +156,8 @@ def disjoint(split: pd.DataFrame, ctx: SplitCheck) -> RuleResult:
 
 def complete(split: pd.DataFrame, ctx: SplitCheck) -> RuleResult:
     """The assigned units are exactly the eligible units, each in a known partition."""
+    import pandas as pd
+
     assigned = pd.Index(split["unit_id"].unique())
     missing = ctx.eligible.difference(assigned)
     extra = assigned.difference(ctx.eligible)
@@ -166,6 +171,8 @@ def complete(split: pd.DataFrame, ctx: SplitCheck) -> RuleResult:
 
 
 def _count_matrix(units: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     table = pd.crosstab(units["label"], units["partition"])
     return table.reindex(columns=list(PARTITIONS), fill_value=0).astype(float)
 
@@ -173,6 +180,8 @@ def _count_matrix(units: pd.DataFrame) -> pd.DataFrame:
 def expected_counts(counts: pd.DataFrame, stages: Stages, balance: str) -> pd.DataFrame:
     """Per class (rows) and partition (columns) the target unit count, stage by stage, from the
     counts actually entering each stage."""
+    import pandas as pd
+
     n = counts.sum(axis=1)
     target = pd.DataFrame(index=counts.index, columns=list(PARTITIONS), dtype=float)
     target["test"] = n * stages.test
@@ -266,7 +275,7 @@ def small_classes_reported(split: pd.DataFrame, ctx: SplitCheck) -> RuleResult:
     return RuleResult("small_classes_reported", ok, msg, {"min_class_units": ctx.min_class_units, **small})
 
 
-Rule = Callable[[pd.DataFrame, SplitCheck], RuleResult]
+Rule = Callable[["pd.DataFrame", SplitCheck], RuleResult]
 RULES: dict[str, Rule] = {
     r.__name__: r
     for r in (disjoint, complete, class_balance, group_pure, holdout_unchanged, labelled_have_emotion,

@@ -10,17 +10,26 @@ a query can read back (`current_setting`, `duckdb_settings()`) name no path outs
 
 from __future__ import annotations
 
+import queue
 import shutil
 import threading
+import time
 import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
-import pyarrow as pa
 
-from warehouse.catalog import connect
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+from warehouse.catalog import connect, views_for
 from warehouse.layout import Warehouse
 
+_R = TypeVar("_R", bound="_Running")
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 ANALYZE = {"analyze", "analyse"}
 
@@ -110,41 +119,151 @@ def _lock_down(con: duckdb.DuckDBPyConnection, wh: Warehouse, scratch: Path) -> 
     con.execute("SET secret_directory=?", [str(scratch / "secrets")])
     con.execute("SET extension_directory=?", [str(scratch / "extensions")])
     con.execute("SET allowed_directories=[?]", [str(wh.root) + "/"])
+    con.execute("SET enable_progress_bar=false")  # DuckDB's own bar would land in the output
     con.execute("SET enable_external_access=false")
     con.execute("SET lock_configuration=true")
 
 
-def run_query(wh: Warehouse, sql: str, timeout_s: float | None = None) -> pa.Table:
-    """Run read-only SQL; the last statement's result comes back as Arrow."""
-    con = connect(wh)
+class _Running:
+    """A query's last statement running in a worker thread that hands its output over a small
+    queue, so memory stays one or two chunks whatever the result's size, and the time limit and
+    Ctrl-C (on the caller's thread) can stop it at any point."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, statements: list[str], timeout_s: float | None):
+        self._con, self._statements, self._timeout_s = con, statements, timeout_s
+        self._deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._closed = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="affectflow-query", daemon=True)
+        self._worker.start()
+
+    def _produce(self) -> None:
+        raise NotImplementedError
+
+    def _put(self, kind: str, value: object = None) -> bool:
+        """Hand `value` to the reader; False once the reader has gone (the worker then stops)."""
+        while not self._closed.is_set():
+            try:
+                self._queue.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for st in self._statements[:-1]:
+                self._con.execute(st)
+            self._produce()
+        except Exception as exc:  # reported to the reader by _get
+            self._put("error", exc)
+
+    def _get(self) -> tuple[str, object]:
+        while True:
+            remaining = None if self._deadline is None else self._deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self.close()
+                raise QueryError(f"query stopped after the {self._timeout_s:g} s time limit (--timeout)")
+            try:
+                kind, value = self._queue.get(timeout=0.1 if remaining is None else min(0.1, remaining))
+            except queue.Empty:
+                continue
+            if kind == "error":
+                assert isinstance(value, Exception)
+                raise QueryError(f"SQL error: {_first_line(value)}")
+            return kind, value
+
+    def close(self) -> None:
+        """Stop the query if it still runs and let the worker go (idempotent)."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._con.interrupt()
+            self._worker.join(5)
+
+
+class Batches(_Running):
+    """The whole result as Arrow record batches of at most `batch_rows` rows, read while the
+    caller iterates (csv, json and parquet output; `run_query`)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, statements: list[str], timeout_s: float | None,
+                 batch_rows: int = 65_536):
+        self._batch_rows = batch_rows
+        super().__init__(con, statements, timeout_s)
+        self.schema: pa.Schema = self._get()[1]  # type: ignore[assignment]
+
+    def _produce(self) -> None:
+        reader = self._con.sql(self._statements[-1]).to_arrow_reader(self._batch_rows)
+        if self._put("schema", reader.schema):
+            for batch in reader:
+                if not self._put("batch", batch):
+                    return
+            self._put("end")
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            kind, value = self._get()
+            if kind == "end":
+                return
+            yield value  # type: ignore[misc]
+
+
+class Head(_Running):
+    """The first `rows` rows as Python tuples, the column names, and how many rows the result has
+    in all (table output). The rest is only counted, so a small result needs no Arrow at all."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, statements: list[str], timeout_s: float | None, rows: int):
+        self._rows = rows
+        super().__init__(con, statements, timeout_s)
+        self.names, self.rows = self._get()[1]  # type: ignore[misc]
+        self.total: int = self._get()[1]  # type: ignore[assignment]
+
+    def _produce(self) -> None:
+        cursor = self._con.execute(self._statements[-1])
+        names = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchmany(self._rows)
+        if not self._put("head", (names, rows)):
+            return
+        more = 0 if len(rows) < self._rows or cursor.fetchone() is None else 1
+        if more:  # counted batch by batch in Arrow: millions of rows as tuples would take seconds
+            with warnings.catch_warnings():  # DuckDB warns that Arrow on this cursor copies the rows:
+                warnings.simplefilter("ignore", UserWarning)  # that is what counting them costs
+                more += sum(batch.num_rows for batch in cursor.to_arrow_reader(65_536) or ())
+        self._put("total", len(rows) + more)
+
+
+@contextmanager
+def _query(wh: Warehouse, sql: str, start: Callable[[duckdb.DuckDBPyConnection, list[str]], _R]) -> Iterator[_R]:
+    """Check `sql`, lock the connection down, and start it (`start`). Only the views the SQL
+    names are built (`views_for`): binding a view over Parquet reads file footers."""
+    con = connect(wh, views=views_for(wh, sql))
     scratch = _scratch_dir(wh)
+    running = None
     try:
         statements = check_read_only(con, sql)
         _lock_down(con, wh, scratch)
-        result: dict[str, object] = {}
-
-        def work() -> None:
-            try:
-                for st in statements[:-1]:
-                    con.execute(st)
-                result["table"] = con.sql(statements[-1]).to_arrow_table()
-            except Exception as exc:  # reported to the caller below
-                result["error"] = exc
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        worker.join(timeout_s)
-        if worker.is_alive():
-            con.interrupt()
-            worker.join(5)
-            raise QueryError(f"query stopped after the {timeout_s:g} s time limit (--timeout)")
-        if "error" in result:
-            exc = result["error"]
-            assert isinstance(exc, Exception)
-            raise QueryError(f"SQL error: {_first_line(exc)}")
-        table = result["table"]
-        assert isinstance(table, pa.Table)
-        return table
+        running = start(con, statements)
+        yield running
     finally:
+        if running is not None:
+            running.close()
         con.close()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def open_query(wh: Warehouse, sql: str, timeout_s: float | None = None,
+               batch_rows: int = 65_536) -> AbstractContextManager[Batches]:
+    """Run read-only SQL; iterate the result for its Arrow record batches."""
+    return _query(wh, sql, lambda con, statements: Batches(con, statements, timeout_s, batch_rows))
+
+
+def query_head(wh: Warehouse, sql: str, rows: int, timeout_s: float | None = None) -> AbstractContextManager[Head]:
+    """Run read-only SQL for its first `rows` rows (as tuples) and its row count."""
+    return _query(wh, sql, lambda con, statements: Head(con, statements, timeout_s, rows))
+
+
+def run_query(wh: Warehouse, sql: str, timeout_s: float | None = None) -> pa.Table:
+    """Run read-only SQL; the last statement's result comes back as one Arrow table."""
+    import pyarrow as pa
+
+    with open_query(wh, sql, timeout_s) as result:
+        return pa.Table.from_batches(list(result), schema=result.schema)

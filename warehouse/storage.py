@@ -22,12 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import duckdb
-import fsspec
-import pyarrow as pa
-import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:  # fsspec loads only for an object-store URL, pyarrow only to read or write a
+    import fsspec  # file: `affectflow query` reads through DuckDB alone
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
@@ -122,6 +124,9 @@ def storage_root(home: Path, url: str | None) -> StoragePath:
     object-store prefix it names (any fsspec URL; a plain path or `file://` stays local)."""
     if not url:
         return Path(home) / "parquet"
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
     try:
         # no listings cache: other machines add objects, and a cached listing would hide them
         fs, root = fsspec.core.url_to_fs(url, use_listings_cache=False)
@@ -133,6 +138,8 @@ def storage_root(home: Path, url: str | None) -> StoragePath:
 
 
 def read_table(path: StoragePath, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow.parquet as pq
+
     if isinstance(path, ObjectPath):
         with path.fs.open(path.key, "rb") as fh:
             return pq.read_table(fh, columns=columns)
@@ -142,6 +149,8 @@ def read_table(path: StoragePath, columns: list[str] | None = None) -> pa.Table:
 def read_columns(path: StoragePath, wanted: list[str]) -> pa.Table:
     """The `wanted` columns the file has (files written before a column existed lack it), with
     one open of the file."""
+    import pyarrow.parquet as pq
+
     if isinstance(path, ObjectPath):
         with path.fs.open(path.key, "rb") as fh:
             return _present_columns(pq.ParquetFile(fh), wanted)
@@ -154,6 +163,8 @@ def _present_columns(parquet: pq.ParquetFile, wanted: list[str]) -> pa.Table:
 
 
 def read_schema(path: StoragePath) -> pa.Schema:
+    import pyarrow.parquet as pq
+
     if isinstance(path, ObjectPath):
         with path.fs.open(path.key, "rb") as fh:
             return pq.read_schema(fh)

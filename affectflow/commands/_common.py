@@ -1,29 +1,59 @@
-"""Helpers shared by the subcommands: one-line errors and table printing."""
+"""Helpers shared by the subcommands: one-line errors and table printing.
+
+Imports stay light here (no pyarrow, pandas or Prefect at module level): every command module
+imports this one when `affectflow` starts, and `affectflow --help` should answer at once."""
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MAX_COLUMN_WIDTH = 60
+USAGE, FAILURE = 2, 1  # exit codes: a mistake in the command line or its inputs; a run that failed
 
 
-def fail(message: str, code: int = 2) -> int:
+def fail(message: str, code: int = USAGE) -> int:
     print(f"affectflow: error: {message}", file=sys.stderr)
     return code
 
 
-def format_table(table: pa.Table, max_rows: int = 200) -> str:
-    """Rows as aligned text; SQL NULL prints as `NULL` whatever the column's type (pandas would
-    print NaN, None or NaT). A float NaN prints as NULL too; csv and json output keep them apart."""
-    import pandas as pd
+def display_value(value: object) -> str:
+    """One cell as a person reads it: SQL NULL (and a float NaN) as `NULL`, floats to 6
+    significant digits (`2009.53`, not `2009.5335108778058`; `1.0` stays a float), text on one
+    line and at most MAX_COLUMN_WIDTH characters."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NULL"
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+        return text if any(c in text for c in ".einf") else text + ".0"  # 1.0 reads as a float
+    text = str(value).replace("\n", "\\n")
+    return text if len(text) <= MAX_COLUMN_WIDTH else text[:MAX_COLUMN_WIDTH - 1] + "…"
 
-    frame = table.slice(0, max_rows).to_pandas()
-    for name in frame.select_dtypes(include="object").columns:
-        frame[name] = frame[name].where(frame[name].notna(), float("nan"))  # None -> NaN -> na_rep
-    with pd.option_context("display.max_columns", 50, "display.width", 200, "display.max_colwidth", 60):
-        text = frame.to_string(index=False, na_rep="NULL") if len(frame) else "(no rows)"
-    if table.num_rows > max_rows:
-        text += f"\n… {table.num_rows - max_rows} more rows (use --format csv --output FILE for all)"
+
+def format_table(table: pa.Table, max_rows: int = 200) -> str:
+    """An Arrow table's first `max_rows` rows as aligned text (`format_rows`)."""
+    shown = table.slice(0, max_rows)
+    rows = list(zip(*(shown.column(i).to_pylist() for i in range(shown.num_columns)), strict=True))
+    return format_rows(shown.column_names, rows, table.num_rows)
+
+
+def format_rows(names: Sequence[str], rows: Sequence[Sequence[object]], total: int | None = None) -> str:
+    """Rows as aligned text (right-aligned, as a spreadsheet shows numbers); SQL NULL prints as
+    `NULL` whatever the column's type, an integer stays an integer. `total` is the result's
+    full size when `rows` are only its first rows."""
+    if not rows:
+        return "(no rows)"
+    columns = [[name, *(display_value(row[i]) for row in rows)] for i, name in enumerate(names)]
+    widths = [max(map(len, cells)) for cells in columns]
+    text = "\n".join(" ".join(cells[line].rjust(width) for cells, width in zip(columns, widths, strict=True))
+                     for line in range(len(rows) + 1))
+    if total is not None and total > len(rows):
+        text += f"\n… {total - len(rows)} more rows (use --format csv --output FILE for all)"
     return text
 
 

@@ -11,7 +11,6 @@ watchdog ends the process `SHUTDOWN_GRACE_S` after the signal whatever is still 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import os
@@ -54,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _runner_class():
+    import asyncio
+
     from prefect.runner import Runner
 
     class BoundedRunner(Runner):
@@ -108,6 +109,8 @@ READY = "affectflow serve: ready"  # scripts/services.sh waits for this line
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio  # here, not at the top: every `affectflow` command imports this module
+
     from prefect.settings import PREFECT_API_URL
 
     runner = _runner_class()(limit=args.limit, pause_on_shutdown=True)
@@ -132,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(runner) -> None:
+    import asyncio
+
     started = asyncio.create_task(runner.start())
     while not runner.started and not started.done():
         await asyncio.sleep(0.1)

@@ -19,7 +19,7 @@ def test_null_prints_as_null_in_every_column_type():
     })
     header, first, second = _cells(format_table(table))
     assert header == ["f", "s", "i", "b", "t"]
-    assert first[:4] == ["1.5", "NULL", "1.0", "True"]
+    assert first[:4] == ["1.5", "NULL", "1", "True"]  # an integer column stays integers (pandas printed 1.0)
     assert second == ["NULL", "x", "NULL", "NULL", "NULL"]
     assert "NaN" not in format_table(table) and "None" not in format_table(table)
 
