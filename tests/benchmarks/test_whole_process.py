@@ -140,3 +140,20 @@ def test_a_helper_between_fork_and_exec_is_not_counted_twice():
     result = _common.run_whole([sys.executable, "-c", script])
     assert result["rc"] == 0
     assert 200 <= result["peak_rss_mb"] < 300
+
+
+def test_the_readme_table_comes_from_a_results_file(tmp_path: Path):
+    import json
+
+    inp = bench.Input("clip", "a clip", Path("."), [], 1, frames=10)
+    base = bench.Row(inp, "plain script", lambda: (["true"], None), lambda r: {"frames": 10}, kind="baseline")
+    run = bench.Row(inp, "build-features, server", lambda: (["true"], None), lambda r: {"frames": 10},
+                    baseline=base, targets=(bench.ratio_at_least(1e-9), bench.ratio_at_least(1e9)))
+    bench.measure([base, run], repeat=1, budget_s=10, timeout=10)
+    figures = bench.results([base, run], [inp], {"mode": "quick", "total_s": 60.0, "uptime_start": "load average: 1.0"})
+    path = tmp_path / "whole_process.json"
+    path.write_text(json.dumps({"date": "2026-12-01T00:00:00", "machine": {"cpu": "cpu", "cores": 2}, "figures": figures}))
+    table = bench.markdown(path).splitlines()
+    assert table[0].startswith("2026-12-01, quick mode")
+    assert table[-2].startswith("| a clip | plain script | 1 |")
+    assert "| build-features, server | 1 |" in table[-1] and "≥ 1e-09x: met; ≥ 1e+09x: **not met**" in table[-1]
