@@ -152,6 +152,104 @@ def _wait(proc: subprocess.Popen, timeout: float):
         time.sleep(0.05)
 
 
+# Runs a command as a whole process and reports what the OS saw: wall clock from fork to reap,
+# CPU seconds and ru_maxrss from `wait4` (its reaped children included), and the peak of the
+# summed RSS of its process tree, sampled. The launcher is a bare interpreter (`-I -S`, ~10 MB)
+# so that the parent's memory, which `wait4` counts from before `exec`, is never the larger.
+# Descendants younger than a second are left out of the sum: between fork and exec a helper
+# (`ldconfig`, `uname` run by a library) shows its parent's whole RSS, which would count it twice.
+LAUNCHER = r"""
+import json, os, sys, threading, time
+out, interval, cmd = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+page_mb, ticks = os.sysconf("SC_PAGE_SIZE") / 2**20, os.sysconf("SC_CLK_TCK")
+tree_peak, tree_procs = [0.0], [1]
+
+def tree(pid):
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            pass
+    return pids
+
+def settled(pid, now):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return now - int(fh.read().rsplit(")", 1)[1].split()[19]) / ticks >= 1.0
+    except (OSError, IndexError, ValueError):
+        return False
+
+def rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * page_mb
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+def sample(pid):
+    while True:
+        with open("/proc/uptime") as fh:
+            now = float(fh.read().split()[0])
+        counted = [p for i, p in enumerate(tree(pid)) if i == 0 or settled(p, now)]
+        tree_peak[0] = max(tree_peak[0], sum(rss_mb(p) for p in counted))
+        tree_procs[0] = max(tree_procs[0], len(counted))
+        time.sleep(interval)
+
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+threading.Thread(target=sample, args=(pid,), daemon=True).start()
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+own = os.times()
+with open(out, "w") as fh:
+    json.dump({"rc": os.waitstatus_to_exitcode(status), "seconds": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+               "maxrss_mb": usage.ru_maxrss / 1024, "tree_peak_mb": tree_peak[0], "tree_procs": tree_procs[0],
+               "launcher_cpu_s": own.user + own.system}, fh)
+"""
+
+
+def run_whole(args: list[str], env: dict | None = None, timeout: float = 1800, sample_s: float = 0.1) -> dict:
+    """Run `args` as a whole process (see LAUNCHER): rc, seconds (fork to reap), cpu_s (user +
+    system, reaped children included), peak_rss_mb (the larger of `wait4`'s ru_maxrss, i.e. its
+    largest single process, and the sampled peak of its process tree's summed RSS; tree_procs:
+    the most processes counted at once), stdout, stderr; launcher_cpu_s: what sampling cost. Past `timeout` the whole process
+    group is killed and rc is -9."""
+    import signal
+
+    report = Path(tempfile.mkstemp(prefix="affectflow-bench-whole-")[1])
+    try:
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", LAUNCHER, str(report), str(sample_s), *args],
+                                    env=env, stdout=out, stderr=err, start_new_session=True)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except BaseException:  # interrupted: the command (its own session) goes too
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+            out.seek(0)
+            err.seek(0)
+            text = report.read_text()
+            measured = json.loads(text) if text else {"rc": -9, "seconds": timeout, "cpu_s": None, "maxrss_mb": None,
+                                                      "tree_peak_mb": None, "tree_procs": None, "launcher_cpu_s": None}
+            measured["peak_rss_mb"] = max(measured["maxrss_mb"] or 0.0, measured["tree_peak_mb"] or 0.0)
+            return {**measured, "stdout": out.read(), "stderr": err.read()}
+    finally:
+        report.unlink(missing_ok=True)
+
+
 def check(result: dict, what: str) -> dict:
     if result["rc"] != 0:
         raise SystemExit(f"{what} failed (exit {result['rc']}):\n{result['stderr'][-3000:]}")
