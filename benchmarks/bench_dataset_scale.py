@@ -30,8 +30,8 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, scratch_dir, write_results  # noqa: E402
 
-from data_contracts import FRAMES, CONTRACT_VERSION  # noqa: E402
-from data_contracts.tables import blendshape_column, MEDIAPIPE_BLENDSHAPES  # noqa: E402
+from data_contracts import CONTRACT_VERSION, FRAMES  # noqa: E402
+from data_contracts.tables import MEDIAPIPE_BLENDSHAPES, blendshape_column  # noqa: E402
 from tasks.load import commit_unit, now  # noqa: E402
 from tasks.plan import SHARD_MAX_ITEMS  # noqa: E402
 from warehouse import Warehouse, snapshot  # noqa: E402
