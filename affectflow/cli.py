@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Without PREFECT_API_URL, Prefect starts a temporary server and gives it 20 s, which a
+    # busy machine misses ("Timed out while attempting to connect to ephemeral Prefect API server")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     args_seen = sys.argv[1:] if argv is None else argv
     if not {"-v", "--verbose"} & set(args_seen) and "serve" not in args_seen:
         # Commands report progress and errors themselves, one line each. Prefect's console

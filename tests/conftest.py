@@ -18,6 +18,9 @@ from affectflow.local_prefect import stop
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# flows called in-process without `prefect_api` start Prefect's temporary server: 20 s is too
+# short for it on a busy 2-core machine (the CLI sets the same default)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 BIN = Path(sys.executable).parent
 
 
