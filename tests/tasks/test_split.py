@@ -188,9 +188,42 @@ def test_bad_label_sets_fail_with_a_message(labels, message) -> None:
         split_grouped(_units(labels), SplitSpec())
 
 
-def test_row_strategy_refuses_a_test_holdout() -> None:
-    with pytest.raises(SplitError, match="no test holdout"):
-        split_rows(_rows(RESEARCH_CLASSES), SplitSpec(strategy="row"))
+def _video_rows(sizes: dict[str, int], frames: int) -> pd.DataFrame:
+    """Frame rows of videos in source order: `frames` rows per video, one emotion per video."""
+    rows = [(f"{c}{v:03d}/{f}/0", c, f"{c}{v:03d}") for c, n in sizes.items() for v in range(n) for f in range(frames)]
+    return pd.DataFrame(rows, columns=["unit_id", "label", "video_id"])
+
+
+def test_row_strategy_holds_out_whole_videos_then_runs_the_research_code_on_the_rest() -> None:
+    rows = _video_rows({"angry": 20, "sad": 20, "happy": 12, "neutral": 14}, frames=5)
+    spec = SplitSpec(strategy="row", seed=7, stages=Stages(test=0.15))
+    units = split_rows(rows, spec).units
+    test = units["partition"] == "test"
+    per_video = rows.assign(test=test.to_numpy()).groupby("video_id")["test"].nunique()
+    assert (per_video == 1).all()  # no video on both sides
+    videos = rows.assign(test=test.to_numpy()).drop_duplicates("video_id")
+    assert videos[videos["test"]].groupby("label").size().to_dict() == {"angry": 3, "sad": 3, "happy": 2, "neutral": 2}
+    # the non-test rows are exactly the research code's split of those rows (in source order)
+    rest = rows[~test.to_numpy()].reset_index(drop=True)
+    for partition, members in _research(rest, seed=7).items():
+        assert set(units.loc[units["partition"] == partition, "unit_id"]) == members
+
+
+def test_row_strategy_with_test_fraction_zero_is_the_research_split() -> None:
+    rows = _rows({**RESEARCH_CLASSES, "happy": 60})
+    units = split_rows(rows, SplitSpec(strategy="row", seed=42, stages=Stages(test=0.15))).units
+    assert units[units["partition"] == "test"]["label"].value_counts().to_dict() == {
+        "angry": 30, "sad": 30, "neutral": 19, "happy": 9}  # 15% of each class
+    zero = split_rows(rows, ROW).units
+    assert "test" not in set(zero["partition"])
+
+
+def test_a_class_too_small_for_the_research_code_after_the_holdout_goes_to_pretrain_reported() -> None:
+    # 45 happy rows: 38 after a 15% holdout, fewer than the 44 the two stratified splits need
+    result = split_rows(_rows(RESEARCH_CLASSES), SplitSpec(strategy="row", seed=42, stages=Stages(test=0.15)))
+    assert result.small_classes == {"happy": 45}
+    happy = result.units[result.units["label"] == "happy"]
+    assert (happy["partition"] == "pretrain").all()
 
 
 @given(totals=st.lists(st.integers(0, 10_000), min_size=1, max_size=8),
