@@ -186,7 +186,8 @@ def bench_split(title: str, home: Path, split_id: str, names: list[str], args: a
     """Each configuration over the seeds on one split, beside the baselines of its protocol's units."""
     prepared_dirs: dict[str, Path] = {}
     figures: dict = {"split": split_id, "window": window, "seeds": args.seeds, "configs": {}, "baselines": {}}
-    print(f"\n== {title}: split {split_id}, {args.seeds} seeds, window {window}, {torch.get_num_threads()} threads")
+    print(f"\n== {title}: split {split_id}, {args.seeds} seeds, window {window}, CPU threads: the default "
+          f"(one for fits under {tr.SMALL_FIT_WINDOWS:,} windows, else {torch.get_num_threads()})")
     print("| configuration | " + " | ".join(f"{t} {m}" for t, m in HEADLINE) + " | CPU s (training) |")
     print("|---" * (len(HEADLINE) + 2) + "|")
     for name in names:

@@ -70,6 +70,8 @@ __all__ = ["PROTOCOLS", "STAGES", "TrainConfig", "finetune", "finish_run", "load
            "pretrain", "pseudo_label", "record_run", "run_row", "save_json", "supervised", "validation_split"]
 
 STAGES = ("pretrain", "supervised", "finetune")
+SMALL_FIT_WINDOWS = 20_000  # below this, one CPU thread: small models gain nothing from more
+_ALL_THREADS = torch.get_num_threads()
 # (weight decay, dropout) candidates of the pooled protocol's supervised stage
 REGULARISATION = ((1e-4, 0.1), (1e-2, 0.3), (1e-1, 0.5))
 EpochCallback = Callable[[str, int, int, dict], None]
@@ -111,6 +113,7 @@ class TrainConfig:
     personalise: bool = False  # pooled: fine-tune on the finetune partition instead of pooling it
     extractor: str | None = None  # the extractor whose units to train on, when a split mixes several
     resume_every_s: float = 0.0  # least seconds between resume points (0: after every epoch)
+    threads: int = 0  # CPU threads; 0: one for fits under SMALL_FIT_WINDOWS windows, else all
     seed: int = 0
     device: str = "auto"
     deadline: float | None = None  # time.time() after which training stops (max minutes)
@@ -133,6 +136,15 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise SetupError("device 'cuda' asked for, but torch sees no GPU; use device auto or cpu")
     return torch.device(name)
+
+
+def use_threads(cfg: TrainConfig, windows: int) -> int:
+    """Set torch's CPU threads for a fit of `windows` windows: `cfg.threads`, or with 0 one thread
+    for a small fit (its matrices are too small to split, and spare threads spin on shared cores:
+    20x slower measured on a loaded 2-core machine) and all of them for a big one."""
+    threads = cfg.threads or (1 if windows < SMALL_FIT_WINDOWS else _ALL_THREADS)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def model_config(cfg: TrainConfig, prepared: Prepared, dropout: float | None = None) -> ModelConfig:
@@ -354,6 +366,7 @@ def _run_fit(run_dir: Path, fit: Fit, cfg: TrainConfig, model: torch.nn.Module, 
     weighting = build_weighting(cfg.loss_weighting if fit.stage != "pretrain" else "fixed",
                                 len(cfg.tasks) if fit.stage != "pretrain" else 1)
     weighting = weighting.to(next(model.parameters()).device)
+    use_threads(cfg, len(train))
     history = _fit(run_dir, fit, model, weighting, train, val, step, cfg, lr, on_epoch)
     summary = _summary(fit.stage, history, fit=fit.name, weights=cast(torch.Tensor, weighting.weights).tolist())
     _save_atomic({"model": model.state_dict(), "summary": summary}, done)

@@ -225,8 +225,9 @@ def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 def member_folds(labels: np.ndarray, members: int, fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, validation) unit indices for each ensemble member. One member: a stratified
     `fraction` validation slice. Several: stratified folds, member k validating on fold k and
-    training on the others, so together they learn from every unit; classes with fewer units
-    than folds (or than three) stay in every member's training units."""
+    training on the others, so together they learn from every unit; a class with fewer units
+    than folds validates in some folds only, and one with fewer than three stays in every
+    member's training units."""
     if members <= 1:
         return [validation_split(labels, fraction, seed)]
     rng = np.random.default_rng(seed)
@@ -234,7 +235,7 @@ def member_folds(labels: np.ndarray, members: int, fraction: float, seed: int) -
     start = 0
     for label in np.unique(labels):
         owners = rng.permutation(np.flatnonzero(labels == label))
-        if len(owners) >= max(3, members):
+        if len(owners) >= 3:
             fold[owners] = (np.arange(len(owners)) + start) % members
             start += len(owners)  # rotate so that the folds' sizes stay within one of each other
     everything = np.arange(len(labels))

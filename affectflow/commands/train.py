@@ -48,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--max-minutes", type=float, help="stop training after this long (default 60)")
     p.add_argument("--device", help="auto | cpu | cuda (default auto)")
+    p.add_argument("--threads", type=int, help="CPU threads (default 0: one for small fits, else all)")
     p.add_argument("--resume", dest="run_id", metavar="RUN_ID", help="resume an interrupted run")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)

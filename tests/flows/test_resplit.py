@@ -8,17 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from pydantic import ValidationError
-from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle
 
 from affectflow.cli import main
 from data_contracts import CONTRACT_VERSION, FRAMES, LABELS, VIDEOS
 from flows.resplit import ResplitParams, deployment, resplit
 from tasks.publish_split import SplitRejected
 from tasks.split import SplitError
+from tests.research_split import research_split
 from warehouse import Warehouse
 from warehouse.catalog import connect
 from warehouse.writer import rows_to_table, write_atomic
@@ -159,20 +157,9 @@ RESEARCH_SIZES = {"angry": 200, "sad": 200, "happy": 45, "neutral": 128}
 
 
 def _research_split(csv_rows: dict[str, list[str]], seed: int = 42) -> dict[str, set[str]]:
-    """The research code's split as published: per emotion, `sklearn.utils.shuffle` of every row
-    of its CSV in file order, the first int(0.7 n) unlabelled pretrain; the rest, concatenated in
-    the order angry, sad, happy, neutral, split by train_test_split 0.30 then 0.3333, stratified."""
-    pretrain, labelled = [], []
-    for emotion in ("angry", "sad", "happy", "neutral"):
-        rows = shuffle(pd.DataFrame({"row": csv_rows[emotion], "emotion": emotion}), random_state=seed)
-        cut = int(0.7 * len(rows))
-        pretrain.append(rows[:cut])
-        labelled.append(rows[cut:])
-    lab = pd.concat(labelled)
-    ssl, rest = train_test_split(lab, test_size=0.30, stratify=lab["emotion"], random_state=seed)
-    classifier, finetune = train_test_split(rest, test_size=0.3333, stratify=rest["emotion"], random_state=seed)
-    parts = {"pretrain": pd.concat(pretrain), "ssl": ssl, "classifier": classifier, "finetune": finetune}
-    return {p: set(frame["row"]) for p, frame in parts.items()}
+    """The research code's split of one CSV per emotion (`tests/research_split.py`)."""
+    ids = [v for e in csv_rows for v in csv_rows[e]]
+    return research_split(ids, [e for e in csv_rows for _ in csv_rows[e]], seed)
 
 
 def _image_csvs(home: Path, no_face_every: int, sizes: dict[str, int] = RESEARCH_SIZES) -> dict[str, list[str]]:

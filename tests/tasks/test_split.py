@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle
 
 from data_contracts.splits import PARTITIONS, Stages
 from tasks.split import (
@@ -22,6 +20,7 @@ from tasks.split import (
     stage_targets,
     unit_labels,
 )
+from tests.research_split import research_split
 
 RESEARCH_CLASSES = {"angry": 200, "sad": 200, "happy": 45, "neutral": 128}
 ROW = SplitSpec(strategy="row", seed=42, stages=Stages(test=0.0))
@@ -36,18 +35,8 @@ def _rows(sizes: dict[str, int]) -> pd.DataFrame:
 
 
 def _research(rows: pd.DataFrame, seed: int = 42) -> dict[str, set[str]]:
-    """The research code, as the issue states it, on a DataFrame of rows."""
-    pretrain, labelled = [], []
-    for emotion in ("angry", "sad", "happy", "neutral"):
-        part = shuffle(rows[rows["label"] == emotion], random_state=seed)
-        k = int(0.7 * len(part))
-        pretrain.append(part[:k])
-        labelled.append(part[k:])
-    lab = pd.concat(labelled)
-    ssl, rest = train_test_split(lab, test_size=0.30, stratify=lab["label"], random_state=seed)
-    classifier, finetune = train_test_split(rest, test_size=0.3333, stratify=rest["label"], random_state=seed)
-    named = {"pretrain": pd.concat(pretrain), "ssl": ssl, "classifier": classifier, "finetune": finetune}
-    return {p: set(frame["unit_id"]) for p, frame in named.items()}
+    """The research code, as the issue states it, on a DataFrame of rows (in source order)."""
+    return research_split(list(rows["unit_id"]), list(rows["label"]), seed)
 
 
 def test_row_strategy_reproduces_the_research_table() -> None:
