@@ -1,22 +1,25 @@
-"""Training benchmark on real labelled data, or on a warehouse of yours with a published split.
+"""Training benchmark on real labelled data: the default `affectflow train` beside logistic
+regression and gradient boosting trained on the same units in the same run.
 
-    python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 1] [--epochs 60]
-                                        [--window N] [--home DIR]
+    python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 5] [--configs ...]
+                                        [--home DIR --split-id ID]
 
 Without `--home` it builds a fresh warehouse per data set in a temporary folder with the same task
 code as `affectflow build-features` and `affectflow resplit`, so `make bench` needs nothing set up:
-- `openface`: `--csv-dir` (default ../shared/data/openface-labelled, one OpenFace CSV per emotion)
-  through the `openface-csv` extractor, the default grouped split, window 1 (one image per unit).
-- `ravdess`: `--video-dir` (default ../shared/data/ravdess-actor05, 14 clips of one actor, labels
-  from the file names) through the video path: MediaPipe extraction, then a grouped split sized
-  for 14 clips (`RAVDESS_STAGES`), window 16. Too small to judge a model; it exercises the video
-  path end to end and the output says so.
-With `--home` it trains on that warehouse's split (`--split-id`, default the current one).
+- `openface`: ../shared/data/openface-labelled (433 posed images, 8 emotions, one OpenFace CSV per
+  emotion) through the `openface-csv` extractor; two grouped splits with the same 15% test
+  holdout: the default fractions (70% of the rest unlabelled pretrain) and all labelled
+  (`--pretrain-fraction 0`, then `--mode reshuffle`, which keeps the holdout).
+- `ravdess`: ../shared/data/ravdess-actor05 (14 clips of one actor) through MediaPipe, a grouped
+  split sized for 14 clips (`RAVDESS_STAGES`). Far too small to judge a model; it exercises the
+  video path and the output says so.
 
-For each configuration (all stages; without SSL pretraining; GradNorm; uncertainty weighting;
-the transformer encoder) and seed it runs the stages of `tasks.train` on the current split and
-prints test scores beside the majority-class and logistic-regression baselines measured on the
-same split in the same run, the ratio to logistic regression, and training throughput (frames/s).
+Each configuration runs over `--seeds` seeds; printed: mean ± sd of emotion accuracy, macro-F1,
+UAR, stress F1, valence and arousal CCC on the split's test holdout, and CPU seconds of training
+(all stages, process CPU time, so every thread counts). Beside them, measured once per split on
+exactly the units the model learnt from (they do not depend on the seed): the majority class,
+logistic regression (emotion, stress; ridge regression for valence/arousal: a linear model for
+each task) and scikit-learn's histogram gradient boosting.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import Ridge
 
 from affectflow.settings import load_settings
 from data_contracts import load_emotion_map
@@ -42,45 +46,43 @@ from tasks.extract import BuildContext, process_item
 from tasks.extractors import kinds_for
 from tasks.extractors.base import ExtractOptions
 from tasks.media import discover_media
-from tasks.publish_split import counts_table, publish_split
+from tasks.publish_split import counts_table, publish_split, summary
 from tasks.split import SplitSpec
+from tasks.training_data import labelled_units
 from warehouse import Warehouse
 from warehouse.catalog import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SHARED, models_dir, write_results  # noqa: E402
 
+# name -> (changes to the default TrainConfig, run the pretraining stage)
 CONFIGS = {
-    "all stages (mlp + fixed)": ({}, ("pretrain", "supervised", "pseudo", "finetune")),
-    "no SSL pretraining": ({}, ("supervised", "pseudo", "finetune")),
-    "supervised only": ({}, ("supervised",)),
-    "gradnorm": ({"loss_weighting": "gradnorm"}, ("pretrain", "supervised", "pseudo", "finetune")),
-    "uncertainty": ({"loss_weighting": "uncertainty"}, ("pretrain", "supervised", "pseudo", "finetune")),
-    "transformer": ({"encoder": "transformer"}, ("pretrain", "supervised", "pseudo", "finetune")),
+    "default": ({}, True),
+    "no SSL pretraining": ({}, False),
+    "gradnorm": ({"loss_weighting": "gradnorm"}, True),
+    "one model (ensemble 1)": ({"ensemble": 1}, True),
+    "research protocol": ({"protocol": "research"}, True),
 }
-# 14 clips: fear 6, sad 5, and one each of neutral, happy, surprise. Those three are too small to
-# stratify and go to pretrain (reported); the default fractions (test 0.15, then pretrain 0.7 of the
-# rest) would leave fear and sad one test clip each and nothing for classifier or finetune. Here:
-# whole clips held out for test (2 fear + 2 sad: scores are honest, no clip on both sides), no
-# labelled clip spent on unlabelled pretraining (pretraining still sees the ssl clips and the three
-# small-class clips), and the labelled rest split so that ssl, classifier and finetune each get
-# both classes (ssl 2, classifier 3, finetune 2). The same split from the CLI:
-# affectflow resplit --test-fraction 0.3 --pretrain-fraction 0 --ssl-fraction 0.25
-#                    --classifier-fraction 0.5 --finetune-fraction 0.25
+DEFAULT_CONFIGS = {"openface/all labelled": ["default", "no SSL pretraining", "gradnorm", "one model (ensemble 1)",
+                                             "research protocol"],
+                   "openface/default split": ["default", "research protocol"],
+                   "ravdess": ["default", "no SSL pretraining", "research protocol"]}
+ALL_LABELLED = Stages(test=0.15, pretrain=0.0)
+# 14 clips: fear 6, sad 5, one each of neutral, happy, surprise (too small to stratify: pretrain).
+# Whole clips held out for test (2 fear + 2 sad), no labelled clip spent on unlabelled pretraining.
+# From the CLI: affectflow resplit --test-fraction 0.3 --pretrain-fraction 0 --ssl-fraction 0.25
+#               --classifier-fraction 0.5 --finetune-fraction 0.25
 RAVDESS_STAGES = Stages(test=0.3, pretrain=0.0, ssl=0.25, classifier=0.5, finetune=0.25)
 RAVDESS_CAVEAT = ("RAVDESS actor 05: 14 clips of one actor, 4 of them in test (2 fear, 2 sad). Far too small to "
-                  "judge a model (its README says so): the point is the video path end to end (MediaPipe "
-                  "extraction, warehouse, grouped split, every training stage, evaluation). Stress and "
-                  "valence/arousal come from the emotion map, which gives fear none, so only the sad clips carry "
-                  "them, all alike: stress F1 is trivial and CCC 0 by construction.")
-RAVDESS_REMINDER = "4 test clips of one actor: a smoke test of the video path, not a measure of the model."
+                  "judge a model: the point is the video path end to end. Stress and valence/arousal come from the "
+                  "emotion map, which gives fear none, so only the sad clips carry them, all alike: stress F1 is "
+                  "trivial and CCC 0 by construction.")
 HEADLINE = [("emotion", "accuracy"), ("emotion", "macro_f1"), ("emotion", "uar"), ("stress", "f1"),
             ("valence", "ccc"), ("arousal", "ccc")]
 
 
-def build_warehouse(home: Path, source: Path, extractor: str, options: dict, spec: SplitSpec) -> str:
-    """A fresh warehouse from `source` through `extractor` and a published split `spec` (what
-    `affectflow build-features SOURCE --extractor EXTRACTOR` then `affectflow resplit` do)."""
+def build_warehouse(home: Path, source: Path, extractor: str, options: dict) -> None:
+    """A fresh warehouse from `source` through `extractor` (what `affectflow build-features` does)."""
     if not source.is_dir():
         raise SystemExit(f"no labelled data at {source}; pass --csv-dir / --video-dir or --home")
     settings = load_settings()
@@ -91,173 +93,208 @@ def build_warehouse(home: Path, source: Path, extractor: str, options: dict, spe
     bad = [r for r in results if r.status == "quarantined"]
     if bad:
         raise SystemExit(f"{len(bad)} items did not load, e.g. {bad[0].path}: {bad[0].reason}")
-    outcome = publish_split(home, spec)
+    print(f"{sum(r.frames for r in results)} frames from {len(results)} items of {source}")
+
+
+def publish(home: Path, stages: Stages, mode: str = "stable") -> str:
+    """A published grouped split (what `affectflow resplit` does); prints its units per partition."""
+    outcome = publish_split(home, SplitSpec(stages=stages), mode)
     if outcome.status != "published" or outcome.split_id is None:
         raise SystemExit(f"split not published: {outcome.message}")
-    print(f"{sum(r.frames for r in results)} frames from {len(results)} items; split {outcome.split_id} "
-          f"(units per partition and class):\n{counts_table(units_table(home, outcome.split_id), ())}")
+    con = connect(Warehouse(home))
+    try:
+        print(f"split {outcome.split_id} (units per partition and class):\n"
+              f"{counts_table(summary(con, outcome.split_id), ())}")
+    finally:
+        con.close()
     return outcome.split_id
 
 
-def units_table(home: Path, split_id: str) -> pd.DataFrame:
-    """Units (videos, or images) per partition and class of a stored split."""
-    con = connect(Warehouse(home))
-    try:
-        long = con.execute("SELECT partition, emotion, units FROM split_summary WHERE split_id = ?", [split_id]).df()
-    finally:
-        con.close()
-    long["emotion"] = long["emotion"].fillna("(unlabelled)")
-    table = long.pivot_table(index="partition", columns="emotion", values="units", aggfunc="sum", fill_value=0)
-    return table.reindex([p for p in ("pretrain", "ssl", "classifier", "finetune", "test") if p in table.index])
+def _gboost(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, seed: int, regress: bool = False) -> np.ndarray:
+    keep = ~np.isnan(y) if regress else y >= 0
+    if regress:
+        return HistGradientBoostingRegressor(random_state=seed).fit(x[keep], y[keep]).predict(x_test)
+    if len(np.unique(y[keep])) < 2:
+        return np.full(len(x_test), y[keep][0] if keep.any() else 0)
+    return HistGradientBoostingClassifier(random_state=seed).fit(x[keep], y[keep]).predict(x_test)
 
 
-def run_pipeline(data_dir: Path, run_dir: Path, cfg: tr.TrainConfig, stages: tuple[str, ...]) -> tuple[dict, float]:
+def _ridge(x: np.ndarray, y: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    keep = ~np.isnan(y)
+    return Ridge().fit(x[keep], y[keep]).predict(x_test) if keep.sum() > 1 else np.full(len(x_test), np.nanmean(y))
+
+
+def baselines(prepared) -> dict:
+    """Majority, logistic regression (+ ridge for valence/arousal) and gradient boosting, fitted
+    on the units the model learnt from (`labelled_units`), scored on the test units."""
+    train, test = labelled_units(prepared), prepared.parts["test"]
+    n = len(prepared.emotions)
+    logreg = ev.logreg_baseline(prepared)
+    va_linear = np.stack([_ridge(train.means, train.va[:, j], test.means) for j in (0, 1)], 1)
+    logreg.update(ev.score(test, va_pred=va_linear))
+    gb = ev.score(test, _gboost(train.means, train.emotion, test.means, 0),
+                  _gboost(train.means, train.stress, test.means, 0),
+                  np.stack([_gboost(train.means, train.va[:, j], test.means, 0, True) for j in (0, 1)], 1), n)
+    return {"majority": ev.majority_baseline(prepared), "logreg": logreg, "gboost": gb}
+
+
+def run_once(data_dir: Path, run_dir: Path, cfg: tr.TrainConfig, pretrain: bool) -> tuple[dict, float]:
+    """Every stage of one run on the prepared data; the test scores and the CPU seconds it took."""
     shutil.copytree(data_dir, run_dir)
-    summaries = []
-    if "pretrain" in stages:
-        summaries.append(tr.pretrain(run_dir, cfg))
-    if "supervised" in stages:
-        summaries.append(tr.supervised(run_dir, cfg))
-    if "pseudo" in stages:
-        tr.pseudo_label(run_dir, cfg)
-    if "finetune" in stages:
-        summaries.append(tr.finetune(run_dir, cfg))
-    return ev.evaluate_run(run_dir, cfg), tr.throughput(summaries) or float("nan")
+    started = time.process_time()
+    if pretrain:
+        tr.pretrain(run_dir, cfg)
+    tr.supervised(run_dir, cfg)
+    tr.pseudo_label(run_dir, cfg)
+    tr.finetune(run_dir, cfg)
+    cpu = time.process_time() - started
+    prepared = tr.load_prepared(run_dir)
+    scores = ev.model_scores(tr.build_model(run_dir, cfg, prepared), prepared)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return scores, cpu
 
 
-def _value(results: dict, model: str, task: str, metric: str) -> float:
-    return float(results.get(model, {}).get(task, {}).get(metric, float("nan")))
+def _values(scores: list[dict], task: str, metric: str) -> np.ndarray:
+    return np.array([float(s.get(task, {}).get(metric, np.nan)) for s in scores])
 
 
-def _row(name: str, scores: list[dict], speed: float | None, model: str = "model") -> str:
+def _cells(scores: list[dict]) -> list[str]:
     cells = []
     for task, metric in HEADLINE:
-        values = np.array([_value(s, model, task, metric) for s in scores])
-        cells.append(f"{np.nanmean(values):.3f}±{np.nanstd(values):.3f}" if np.isfinite(values).any() else "      -    ")
-    speed_cell = f"{speed:>10.0f}" if speed else f"{'-':>10}"
-    return f"{name:<28} " + " ".join(f"{c:>12}" for c in cells) + speed_cell
+        v = _values(scores, task, metric)
+        cells.append("-" if not np.isfinite(v).any() else
+                     f"{np.nanmean(v):.3f}" if len(v) == 1 else f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}")
+    return cells
 
 
-def _scores_figure(scores: list[dict], model: str) -> dict:
+def _figure(scores: list[dict]) -> dict:
     out = {}
     for task, metric in HEADLINE:
-        values = np.array([_value(s, model, task, metric) for s in scores])
-        if np.isfinite(values).any():
-            out[f"{task}_{metric}"] = {"mean": float(np.nanmean(values)), "sd": float(np.nanstd(values))}
+        v = _values(scores, task, metric)
+        if np.isfinite(v).any():
+            out[f"{task}_{metric}"] = {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v)),
+                                       "values": [float(x) for x in v]}
     return out
 
 
-def run_configs(names: list[str], args: argparse.Namespace, work: Path, device: str) -> dict:
-    """Each configuration over the seeds; prints its row and returns its figures."""
-    base = tr.TrainConfig(window=args.window, epochs=args.epochs, patience=10, device=device)
-    figures = {}
+def _row(name: str, cells: list[str], extra: str = "") -> str:
+    return f"| {name} | " + " | ".join(cells) + f" | {extra} |"
+
+
+def bench_split(title: str, home: Path, split_id: str, names: list[str], args: argparse.Namespace, work: Path,
+                window: int, device: str = "cpu") -> dict:
+    """Each configuration over the seeds on one split, beside the baselines of its protocol's units."""
+    prepared_dirs: dict[str, Path] = {}
+    figures: dict = {"split": split_id, "window": window, "seeds": args.seeds, "configs": {}, "baselines": {}}
+    print(f"\n== {title}: split {split_id}, {args.seeds} seeds, window {window}, CPU threads: the default "
+          f"(one for fits under {tr.SMALL_FIT_WINDOWS:,} windows, else {torch.get_num_threads()})")
+    print("| configuration | " + " | ".join(f"{t} {m}" for t, m in HEADLINE) + " | CPU s (training) |")
+    print("|---" * (len(HEADLINE) + 2) + "|")
     for name in names:
-        changes, stages = CONFIGS[name]
-        scores, speeds = [], []
-        for seed in range(args.seeds):
-            cfg = replace(base, seed=seed, **changes)
-            result, speed = run_pipeline(work / "data", work / f"{device}-{name}-{seed}".replace(" ", "_"), cfg, stages)
-            scores.append(result)
-            speeds.append(speed)
-        print(_row(name, scores, float(np.nanmean(speeds))), flush=True)
-        logreg = np.nanmean([_value(s, "logreg", "emotion", "macro_f1") for s in scores])
-        model = np.nanmean([_value(s, "model", "emotion", "macro_f1") for s in scores])
-        ratio = float(model / logreg) if logreg > 0 else float("nan")
-        print(f"{'':<28} emotion macro-F1 ratio to logistic regression: "
-              + (f"{ratio:.2f}" if np.isfinite(ratio) else f"n/a (logistic regression scores {logreg:.3f})"))
-        figures[name] = {"frames_per_s": float(np.nanmean(speeds)), "macro_f1_ratio_to_logreg": ratio,
-                         "scores": _scores_figure(scores, "model"), "baselines": {
-                             "majority": _scores_figure(scores[:1], "majority"),
-                             "logreg": _scores_figure(scores[:1], "logreg")}, "_scores": scores}
+        changes, pretrain = CONFIGS[name]
+        base = replace(tr.TrainConfig(window=window, device=device), **changes)
+        if base.protocol not in prepared_dirs:
+            con = connect(Warehouse(home))
+            try:
+                info = tr.prepare_data(con, split_id, work / f"data-{base.protocol}", window, base.protocol)
+            finally:
+                con.close()
+            prepared_dirs[base.protocol] = work / f"data-{base.protocol}"
+            prepared = tr.load_prepared(prepared_dirs[base.protocol])
+            figures["baselines"][base.protocol] = {"trained_on": ev.trained_on(prepared), "units": info["units"],
+                                                   **{k: _figure([v]) for k, v in baselines(prepared).items()}}
+        runs = [run_once(prepared_dirs[base.protocol], work / f"run-{len(figures['configs'])}-{seed}",
+                         replace(base, seed=seed), pretrain) for seed in range(args.seeds)]
+        scores, cpu = [s for s, _ in runs], np.array([c for _, c in runs])
+        figures["configs"][name] = {"protocol": base.protocol, "scores": _figure(scores),
+                                    "cpu_s": {"mean": float(cpu.mean()), "sd": float(cpu.std())}}
+        print(_row(name, _cells(scores), f"{cpu.mean():.1f} ± {cpu.std():.1f}"), flush=True)
+    for found in figures["baselines"].values():
+        used = found["trained_on"]
+        for key, label in (("majority", "majority class"), ("logreg", "logistic regression (ridge for V/A)"),
+                           ("gboost", "gradient boosting (sklearn HistGB)")):
+            cells = [f"{found[key][f'{t}_{m}']['mean']:.3f}" if f"{t}_{m}" in found[key] else "-" for t, m in HEADLINE]
+            print(_row(f"{label}, {used['units']} units of {'+'.join(used['partitions'])}", cells))
+    _ratios(figures)
     return figures
 
 
-def gpu_throughput(cpu: dict, args: argparse.Namespace, work: Path) -> dict:
-    """The same configurations on the GPU, one seed: frames/s and the ratio to the CPU's."""
+def _ratios(figures: dict) -> None:
+    """The default configuration's macro-F1 as a ratio of logistic regression's on the same units."""
+    for name, found in figures["configs"].items():
+        lr = figures["baselines"][found["protocol"]]["logreg"].get("emotion_macro_f1", {}).get("mean")
+        f1 = found["scores"].get("emotion_macro_f1", {}).get("mean")
+        if lr and f1 is not None:
+            found["macro_f1_ratio_to_logreg"] = f1 / lr
+            print(f"{name}: emotion macro-F1 {f1:.3f} = {f1 / lr:.2f}x logistic regression's {lr:.3f} "
+                  f"(same {found['protocol']} units, same run)")
+
+
+def gpu_check(home: Path, split_id: str, work: Path, window: int) -> dict:
+    """The default configuration once on the GPU (when there is one): scores and wall time."""
     if not torch.cuda.is_available():
-        print("GPU: none available here (training throughput measured on CPU only)")
+        print("GPU: none available here (training measured on CPU only)")
         return {}
-    one = argparse.Namespace(**{**vars(args), "seeds": 1})
-    gpu = run_configs(list(cpu), one, work, "cuda")
-    for name, figures in gpu.items():
-        figures["ratio_to_cpu"] = figures["frames_per_s"] / cpu[name]["frames_per_s"]
-        print(f"GPU {torch.cuda.get_device_name(0)}: {name}: {figures['frames_per_s']:.0f} frames/s, "
-              f"{figures['ratio_to_cpu']:.2f}x the CPU")
-    return gpu
-
-
-def bench_data(title: str, home: Path, split_id: str, args: argparse.Namespace, work: Path,
-               caveat: str = "", reminder: str = "") -> dict:
-    """Every configuration on one warehouse's split, beside both baselines; returns the figures."""
-    work.mkdir(parents=True, exist_ok=True)
-    con = connect(Warehouse(home))
-    try:
-        info = tr.prepare_data(con, split_id, work / "data", args.window)
-    finally:
-        con.close()
-    print(f"\n== {title}: split {info['split_id']}, units {info['units']}, {info['n_features']} features, "
-          f"emotions {', '.join(info['emotions'])}; window {args.window}; CPU threads {torch.get_num_threads()}")
-    if caveat:
-        print(f"NOTE: {caveat}")
-    print(f"{'configuration':<28} " + " ".join(f"{t[:7] + ' ' + m:>12}" for t, m in HEADLINE) + f"{'frames/s':>10}")
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    cpu = run_configs(names, args, work, "cpu")
-    all_scores = [s for f in cpu.values() for s in f.pop("_scores")]
-    print(_row("baseline: majority class", all_scores[:1], None, "majority"))
-    print(_row("baseline: logistic regression", all_scores[:1], None, "logreg"))
-    if reminder:
-        print(f"NOTE: {reminder}")
-    gpu = gpu_throughput(cpu, args, work)
-    for figures in gpu.values():
-        figures.pop("_scores", None)
-    return {"split": info["split_id"], "units": info["units"], "frames": info["frames"],
-            "emotions": info["emotions"], "window": args.window, "seeds": args.seeds, "epochs": args.epochs,
-            "caveat": caveat or None, "cpu": cpu, "gpu": gpu}
-
-
-def bench_built(name: str, args: argparse.Namespace, work: Path) -> dict:
-    """Build a fresh warehouse of data set `name` (openface | ravdess) and bench it."""
+    args = argparse.Namespace(seeds=1)
     started = time.perf_counter()
-    home = work / "home"
-    if name == "openface":
-        source, caveat, reminder, window = args.csv_dir, "", "", 1
-        split_id = build_warehouse(home, source, "openface-csv", {}, SplitSpec())
-    else:
-        source, caveat, reminder, window = args.video_dir, RAVDESS_CAVEAT, RAVDESS_REMINDER, 16
-        options = {"models_dir": models_dir(), "offline": True, "num_faces": 1}
-        split_id = build_warehouse(home, source, "mediapipe", options, SplitSpec(stages=RAVDESS_STAGES))
-    print(f"warehouse built from {source} in {time.perf_counter() - started:.1f} s")
-    run_args = argparse.Namespace(**{**vars(args), "window": args.window or window})
-    return {"data": str(source), **bench_data(name, home, split_id, run_args, work, caveat, reminder)}
+    figures = bench_split("GPU (cuda), default configuration", home, split_id, ["default"], args, work / "gpu",
+                          window, "cuda")
+    figures["wall_s"] = time.perf_counter() - started
+    figures["device"] = torch.cuda.get_device_name(0)
+    return figures
+
+
+def bench_openface(args: argparse.Namespace, work: Path) -> dict:
+    home = work / "openface"
+    build_warehouse(home, args.csv_dir, "openface-csv", {})
+    default_split = publish(home, Stages())
+    all_labelled = publish(home, ALL_LABELLED, mode="reshuffle")  # same test holdout, every label used
+    out = {"data": str(args.csv_dir)}
+    for title, split_id in (("openface/all labelled", all_labelled), ("openface/default split", default_split)):
+        names = args.configs or DEFAULT_CONFIGS[title]
+        out[title.split("/")[1]] = bench_split(title, home, split_id, names, args, work / title.replace("/", "-"), 1)
+    out["gpu"] = gpu_check(home, all_labelled, work, 1)
+    return out
+
+
+def bench_ravdess(args: argparse.Namespace, work: Path) -> dict:
+    home = work / "ravdess"
+    build_warehouse(home, args.video_dir, "mediapipe", {"models_dir": models_dir(), "offline": True, "num_faces": 1})
+    split_id = publish(home, RAVDESS_STAGES)
+    print(f"NOTE: {RAVDESS_CAVEAT}")
+    figures = bench_split("ravdess", home, split_id, args.configs or DEFAULT_CONFIGS["ravdess"], args,
+                          work / "ravdess-runs", 16)
+    return {"data": str(args.video_dir), "caveat": RAVDESS_CAVEAT, **figures}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", choices=("both", "openface", "ravdess"), default="both",
-                        help="which real labelled data to build a warehouse from when --home is not given")
-    parser.add_argument("--home", type=Path, help="a warehouse with a published split (default: build one)")
-    parser.add_argument("--csv-dir", type=Path, default=SHARED / "data" / "openface-labelled",
-                        help="labelled OpenFace CSVs (--data openface)")
-    parser.add_argument("--video-dir", type=Path, default=SHARED / "data" / "ravdess-actor05",
-                        help="RAVDESS-named video clips (--data ravdess)")
+    parser.add_argument("--data", choices=("both", "openface", "ravdess"), default="both")
+    parser.add_argument("--home", type=Path, help="bench a warehouse of yours instead (with --split-id)")
     parser.add_argument("--split-id", default="current")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per configuration (3 reproduce the README table, ~10 min)")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--window", type=int, help="frames per window (default 1 for openface images, 16 for "
-                        "ravdess videos, 1 with --home)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
+    parser.add_argument("--window", type=int, default=16, help="frames per window with --home")
+    parser.add_argument("--csv-dir", type=Path, default=SHARED / "data" / "openface-labelled")
+    parser.add_argument("--video-dir", type=Path, default=SHARED / "data" / "ravdess-actor05")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
+    parser.add_argument("--configs", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                        help=f"comma-separated subset of: {', '.join(CONFIGS)}")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_training_"))
-    if args.home is not None:
-        run_args = argparse.Namespace(**{**vars(args), "window": args.window or 1})
-        figures = {"warehouse": {"data": str(args.home),
-                                 **bench_data(str(args.home), args.home, args.split_id, run_args, work / "warehouse")}}
-    else:
-        names = ["openface", "ravdess"] if args.data == "both" else [args.data]
-        figures = {name: bench_built(name, args, work / name) for name in names}
-    write_results("training", figures)
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        if args.home is not None:
+            names = args.configs or ["default"]
+            figures = {"warehouse": bench_split(str(args.home), args.home, args.split_id, names, args, work, args.window)}
+        else:
+            figures = {}
+            if args.data in ("both", "openface"):
+                figures["openface"] = bench_openface(args, work)
+            if args.data in ("both", "ravdess"):
+                figures["ravdess"] = bench_ravdess(args, work)
+        figures["wall_s"] = time.perf_counter() - started
+        write_results("training", figures)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ Before a version is published, `check_split` runs every rule below; each rule is
 function with one passing and one failing fixture in tests/data_contracts/test_split_rules.py.
 
 The rules see the split at row level, one row per (unit_id, video_id[, frame, face_id]), with
-columns `unit_id`, `video_id`, `partition`, `emotion` (the row's label) and `label` (the unit's
-stratification label: the emotion, or a subject's most frequent emotion).
+columns `unit_id` (the assigned entity: a video, a subject, or a frame row), `video_id`,
+`partition`, `emotion` (the row's label) and `label` (the entity's stratum: its emotion, or one
+stratum for every subject with a labelled video).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ SPLITS = Table(
     (
         Column("split_id", "string", nullable=False, description="the split version (split_runs.split_id)"),
         Column("unit_id", "string", nullable=False,
-               description="the unit that was assigned: video_id, subject_id, or video_id/frame/face_id"),
+               description="the unit trained and scored: video_id (also when grouped by subject: the "
+               "subject decides the side, the video or image stays the unit), or video_id/frame/face_id"),
         Column("video_id", "string", nullable=False),
         Column("frame", "int32", range=(0, None), description="row strategy only, else null"),
         Column("face_id", "int16", range=(0, None), description="row strategy only, else null"),
@@ -92,6 +94,8 @@ class SplitCheck:
     sides: Mapping[str, str] = field(default_factory=lambda: {p: p for p in PARTITIONS})
     min_class_units: int = 5
     small_classes: Mapping[str, int] = field(default_factory=dict)  # reported by the split
+    # the test holdout is drawn in whole groups (row strategy: videos), so it is counted in groups
+    test_by_group: bool = False
     previous: pd.DataFrame | None = None  # unit_id, partition, label of the version carried from
 
 
@@ -209,6 +213,12 @@ def class_balance(split: pd.DataFrame, ctx: SplitCheck) -> RuleResult:
     stray = units[~lab & (units["partition"] != "pretrain")]
     counts = _count_matrix(units[lab])
     diff = (counts - expected_counts(counts, ctx.stages, ctx.balance)).abs()
+    if ctx.test_by_group:  # a group's rows share its label and, when in test, its partition
+        first = split[split["label"].notna() & ~split["label"].isin(list(ctx.small_classes))]
+        groups = first.drop_duplicates(ctx.group_column)
+        n = groups.groupby("label").size().reindex(diff.index, fill_value=0)
+        in_test = groups[groups["partition"] == "test"].groupby("label").size().reindex(diff.index, fill_value=0)
+        diff["test"] = (in_test - n * ctx.stages.test).abs()
     bad = diff.stack()
     bad = bad[bad > 1 + 1e-9]
     ok = bad.empty and stray.empty

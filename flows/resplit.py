@@ -21,7 +21,7 @@ from tasks.publish_split import SplitOutcome, SplitRejected, publish_split, repo
 from tasks.split import DEFAULT_CLASS_ORDER, SplitSpec
 
 NIGHTLY_CRON = "0 2 * * *"
-GROUPED_TEST_FRACTION = 0.15
+TEST_FRACTION = 0.15
 
 
 class Strategy(StrEnum):
@@ -44,8 +44,9 @@ class ResplitParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Strategy = Field(default=Strategy.grouped, description="grouped: a video (or subject) is the unit; "
-                               "row: each frame row is a unit, reproducing the research code")
+    strategy: Strategy = Field(default=Strategy.grouped, description="grouped: whole videos (or all of a subject's) "
+                               "go to one partition; row: each frame row is a unit, reproducing the research code "
+                               "after a test holdout of whole videos")
     mode: Mode = Field(default=Mode.stable, description="stable: keep earlier assignments, place new units; "
                        "reshuffle: a fresh split with a new seed (the test holdout is kept)")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="Empty: the current split's seed "
@@ -56,9 +57,12 @@ class ResplitParams(BaseModel):
     ssl_fraction: float = Field(default=0.7, gt=0, lt=1, description="Share of the labelled part for ssl")
     classifier_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of the labelled part for classifier")
     finetune_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of the labelled part for finetune")
-    test_fraction: float | None = Field(default=None, ge=0, lt=1, description="Held-out test units, carved first "
-                                        "(grouped only; empty: 0.15 for grouped, 0 for row)")
-    group_by: GroupBy = Field(default=GroupBy.video, description="Unit of the grouped strategy")
+    test_fraction: float | None = Field(default=None, ge=0, lt=1, description="Held-out test share of each class, "
+                                        "carved first in whole videos (subjects when grouped by subject). Empty: "
+                                        "the current split's (its holdout is kept), 0.15 for a first split; 0 with "
+                                        "strategy row: exactly the research code's split, and no test metrics")
+    group_by: GroupBy = Field(default=GroupBy.video, description="grouped strategy: what may not be split across "
+                              "partitions, a video or a subject (the unit trained on stays the video or image)")
     class_order: list[str] = Field(default_factory=lambda: list(DEFAULT_CLASS_ORDER), min_length=1,
                                    description="Order the row strategy concatenates the labelled classes in")
     dry_run: bool = Field(default=False, description="Compute and check the split, write nothing")
@@ -68,9 +72,6 @@ class ResplitParams(BaseModel):
         labelled = self.ssl_fraction + self.classifier_fraction + self.finetune_fraction
         if abs(labelled - 1) > 1e-6:
             raise ValueError(f"ssl, classifier and finetune fractions must sum to 1 (they sum to {labelled:g})")
-        if self.strategy is Strategy.row and self.test_fraction:
-            raise ValueError("the row strategy has no test holdout (a video's frames would sit on both "
-                             "sides); use strategy grouped for held-out test videos, or test_fraction 0")
         if self.strategy is Strategy.row and self.group_by is GroupBy.subject:
             raise ValueError("group_by applies to the grouped strategy; the row strategy's unit is a frame row")
         if len(set(self.class_order)) != len(self.class_order):
@@ -78,9 +79,7 @@ class ResplitParams(BaseModel):
         return self
 
     def spec(self) -> SplitSpec:
-        test = self.test_fraction
-        if test is None:
-            test = GROUPED_TEST_FRACTION if self.strategy is Strategy.grouped else 0.0
+        test = TEST_FRACTION if self.test_fraction is None else self.test_fraction
         stages = Stages(test=test, pretrain=self.pretrain_fraction, ssl=self.ssl_fraction,
                         classifier=self.classifier_fraction, finetune=self.finetune_fraction)
         return SplitSpec(strategy=self.strategy.value, stages=stages, group_by=self.group_by.value,
@@ -89,7 +88,8 @@ class ResplitParams(BaseModel):
 
 @task(name="publish-split", cache_policy=NO_CACHE)
 def publish(params: ResplitParams) -> SplitOutcome:
-    return publish_split(load_settings().home, params.spec(), params.mode.value, params.seed, params.dry_run)
+    return publish_split(load_settings().home, params.spec(), params.mode.value, params.seed, params.dry_run,
+                         test_given=params.test_fraction is not None)
 
 
 @flow(name="resplit", validate_parameters=True)

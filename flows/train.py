@@ -1,5 +1,7 @@
 """Flow `train`: split + features -> self-supervised pretraining -> supervised multitask training
--> pseudo-labels -> fine-tuning -> evaluation on the test holdout, with baselines.
+(-> pseudo-labels -> fine-tuning) -> evaluation on the test holdout, with baselines trained on the
+same units. Protocols: `pooled` (default: every label trains one ensemble) and `research` (the
+research pipeline's stages); see tasks/train.py.
 
 Parameters are one pydantic model (`TrainParams`), so the Prefect UI shows a validated form and
 the deployment (enforce_parameter_schema) refuses bad values before a run starts. Each stage is
@@ -38,9 +40,21 @@ from warehouse import Warehouse
 from warehouse.catalog import connect, refresh_catalog
 
 
+class Protocol(StrEnum):
+    pooled = "pooled"
+    research = "research"
+
+
 class Encoder(StrEnum):
+    linear = "linear"
     mlp = "mlp"
     transformer = "transformer"
+
+
+class Extractor(StrEnum):
+    mediapipe = "mediapipe"
+    openface_csv = "openface-csv"
+    pyfeat = "pyfeat"
 
 
 class LossWeighting(StrEnum):
@@ -62,30 +76,50 @@ class Task(StrEnum):
 
 
 class TrainParams(BaseModel):
-    """The training run's settings (the form in the Prefect UI)."""
+    """Training: which split and protocol, the model, and how long to train."""
 
     model_config = ConfigDict(extra="forbid")
 
     split_id: str = Field("current", pattern=r"^[A-Za-z0-9_.=:-]{1,200}$",
                           description="Split version to train on; `current` is the latest published one")
-    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction) on pretrain + ssl units")
-    supervised: bool = Field(True, description="Supervised multitask training on the classifier partition")
-    pseudo_labels: bool = Field(True, description="Pseudo-label ssl units above the threshold for fine-tuning")
-    finetune: bool = Field(True, description="Fine-tuning on the finetune partition")
-    encoder: Encoder = Field(Encoder.mlp, description="Shared encoder over a window of frames")
-    epochs: int = Field(30, ge=1, le=1000, description="Most epochs per stage (early stopping may end sooner)")
+    protocol: Protocol = Field(Protocol.pooled, description="pooled: pretrain on every training unit, then train "
+                               "on every labelled one (ssl + classifier + finetune); research: the research "
+                               "pipeline's stages (classifier only, pseudo-labels, finetune)")
+    extractor: Extractor | None = Field(None, description="Train on this extractor's units only; needed when "
+                                        "the split mixes extractors (one model per extractor). Empty: the "
+                                        "split's only extractor")
+    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction), labels unused")
+    supervised: bool = Field(True, description="Supervised multitask training (emotion, stress, valence-arousal)")
+    pseudo_labels: bool = Field(True, description="research protocol: pseudo-label ssl units above the threshold "
+                                "for fine-tuning")
+    finetune: bool = Field(True, description="Fine-tuning on the finetune partition (research; pooled only with "
+                           "personalise)")
+    personalise: bool = Field(False, description="pooled protocol: keep the finetune partition out of the "
+                              "supervised stage and fine-tune each member on it (personalisation)")
+    encoder: Encoder = Field(Encoder.linear, description="Shared encoder: linear (a projection; the heads add "
+                             "the non-linearity), mlp, or transformer (attention over a window's frames)")
+    ensemble: int = Field(5, ge=1, le=20, description="pooled protocol: models averaged, each validated on its "
+                          "own fold of the labelled training units (1: one model, 20% validation slice)")
+    select_regularisation: bool = Field(True, description="pooled protocol: choose weight decay and dropout "
+                                        "(1e-4/0.1, 1e-2/0.3, 1e-1/0.5) by validation loss; off: the values below")
+    class_weights: bool = Field(True, description="pooled protocol: weight emotion classes inversely to their "
+                                "number of training units")
+    epochs: int = Field(200, ge=1, le=5000, description="Most epochs per fit (early stopping usually ends sooner)")
     batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch")
-    learning_rate: float = Field(1e-3, gt=0, le=1.0)
-    weight_decay: float = Field(1e-4, ge=0, le=1.0)
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-2, ge=0, le=1.0, description="AdamW weight decay (when not selected by validation)")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in encoder and heads (when not selected by validation)")
     loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined")
     tasks: list[Task] = Field(default_factory=lambda: list(Task), min_length=1, description="Tasks trained")
     pseudo_label_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Least predicted probability for a pseudo-label")
-    window: int = Field(16, ge=1, le=512, description="Frames per window")
+    window: int = Field(16, ge=1, le=512, description="Frames per window (units of one frame, images, use 1)")
     hidden: int = Field(64, ge=8, le=2048, description="Encoder width")
-    patience: int = Field(8, ge=1, le=1000, description="Epochs without validation improvement before stopping")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    patience: int = Field(20, ge=1, le=1000, description="Epochs without validation improvement before stopping")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed (folds, initialisation, batches)")
     max_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60, description="Training stops after this many minutes")
     device: Device = Field(Device.auto, description="auto uses the GPU when there is one")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0: one for fits under 20,000 windows "
+                         "(small models gain nothing from more, and lose much on shared cores), else all")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$",
                                description="Resume this earlier run (same directory) instead of starting a new one")
 
@@ -93,40 +127,61 @@ class TrainParams(BaseModel):
     def _trains_something(self) -> TrainParams:
         if not (self.supervised or self.finetune):
             raise ValueError("enable at least one of the supervised and finetune stages")
+        if self.protocol is Protocol.pooled and not self.supervised:
+            raise ValueError("the pooled protocol trains in its supervised stage; keep it on (or use protocol research)")
         return self
 
     def train_config(self, deadline: float | None = None) -> tr.TrainConfig:
         return tr.TrainConfig(
-            encoder=self.encoder.value, hidden=self.hidden, window=self.window, epochs=self.epochs,
-            batch_size=self.batch_size, lr=self.learning_rate, weight_decay=self.weight_decay,
-            loss_weighting=self.loss_weighting.value, tasks=tuple(t.value for t in Task if t in self.tasks),
-            patience=self.patience, pseudo_threshold=self.pseudo_label_threshold, seed=self.seed,
-            device=self.device.value, deadline=deadline)
+            protocol=self.protocol.value, encoder=self.encoder.value, hidden=self.hidden, window=self.window,
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.learning_rate,
+            weight_decay=self.weight_decay, dropout=self.dropout, loss_weighting=self.loss_weighting.value,
+            tasks=tuple(t.value for t in Task if t in self.tasks), patience=self.patience,
+            pseudo_threshold=self.pseudo_label_threshold, ensemble=self.ensemble,
+            select_regularisation=self.select_regularisation, class_weights=self.class_weights,
+            personalise=self.personalise, extractor=self.extractor.value if self.extractor else None,
+            seed=self.seed, device=self.device.value, threads=self.threads, deadline=deadline)
 
 
 @task(name="load-split", cache_policy=NO_CACHE)
-def load_split_task(home: Path, split_id: str, run_dir: Path, window: int) -> dict:
+def load_split_task(home: Path, split_id: str, run_dir: Path, cfg: tr.TrainConfig) -> dict:
     info_path = run_dir / "info.json"
     if info_path.exists():  # a resumed run keeps the data and preprocessing it started with
         return json.loads(info_path.read_text(encoding="utf-8"))
     con = connect(Warehouse(home))
     try:
-        info = tr.prepare_data(con, split_id, run_dir, window)
+        info = tr.prepare_data(con, split_id, run_dir, cfg.window, cfg.protocol, cfg.extractor)
     finally:
         con.close()
     tr.save_json(info_path, info)
     return info
 
 
+def _log_data(logger, info: dict) -> None:
+    logger.info("split %s, protocol %s: units %s; labelled training units %d (%s); window %d",
+                info["split_id"], info["protocol"], info["units"], info["labelled_units"],
+                "+".join(info["labelled_partitions"]), info["window"])
+    logger.info("features: %s", info["features"])
+    for column, reason in info.get("dropped_columns", {}).items():
+        logger.info("dropped column %s: %s", column, reason)
+    for extractor, units in info.get("excluded_units", {}).items():
+        logger.info("left out %d units of extractor %s (this model reads %s)", units, extractor,
+                    ", ".join(info["extractors"]))
+
+
 def _progress_callback(progress_id, offset: int, total: int):
     logger = get_run_logger()
+    shown = [0.0]  # an ensemble's members each count their epochs from 1: the bar only moves on
 
     def on_epoch(stage: str, epoch: int, epochs: int, record: dict) -> None:
         failpoint("train-epoch", f"{stage}:{epoch}")  # after the epoch's checkpoint is written
-        logger.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, %.0f frames/s",
-                    stage, epoch, epochs, record["train_loss"], record["val_loss"], record["frames_per_s"])
-        if progress_id is not None:
-            update_progress_artifact(progress_id, min(100.0, 100.0 * (offset + epoch) / total))
+        logger.info("%s (%s) epoch %d/%d: train loss %.4f, validation loss %.4f, %.0f frames/s",
+                    stage, record.get("fit", stage), epoch, epochs, record["train_loss"], record["val_loss"],
+                    record["frames_per_s"])
+        value = min(100.0, 100.0 * (offset + epoch) / total)
+        if progress_id is not None and value > shown[0]:
+            shown[0] = value
+            update_progress_artifact(progress_id, value)
     return on_epoch
 
 
@@ -150,13 +205,15 @@ def evaluate_task(run_dir: Path, cfg: tr.TrainConfig) -> dict:
 
 def _run_stages(params: TrainParams, run_dir: Path, cfg: tr.TrainConfig) -> list[dict]:
     enabled = [s for s in tr.STAGES if getattr(params, s)]
+    if cfg.pooled and not cfg.personalise:
+        enabled = [s for s in enabled if s != "finetune"]  # pooled: the finetune units train with the rest
     # Prefect's async_dispatch types the result as `UUID | Coroutine`; called from this sync flow it
     # runs synchronously and returns the UUID.
     progress = cast(uuid.UUID, create_progress_artifact(
         0.0, key="train-progress", description=f"train: {', '.join(enabled)}, up to {cfg.epochs} epochs each"))
     summaries = []
     for index, stage in enumerate(enabled):
-        if stage == "finetune" and params.pseudo_labels:
+        if stage == "finetune" and params.pseudo_labels and not cfg.pooled:
             summaries.append({"stage": "pseudo-label", **pseudo_label_task(run_dir, cfg)})
         summary = stage_task(stage, run_dir, cfg, progress, index * cfg.epochs, len(enabled) * cfg.epochs)
         summaries.append(summary)
@@ -180,13 +237,25 @@ def _artifacts(run_dir: Path, run_id: str, results: dict, stages: list[dict]) ->
         create_image_artifact(_png_url(run_dir / "confusion.png"), key="train-confusion-matrix",
                               description=f"test confusion matrix of run {run_id}")
     table = ev.side_by_side(results)
-    create_table_artifact(table, key="train-metrics",
-                          description=f"test metrics of run {run_id}: model vs majority vs logistic regression")
+    if table:
+        create_table_artifact(table, key="train-metrics",
+                              description=f"test metrics of run {run_id}: model vs majority vs logistic regression")
     lines = [f"# Training run `{run_id}`", "", f"Checkpoint: `{run_dir / 'model.pt'}`", "",
-             "| stage | epochs | best validation loss | frames/s |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {s.get('best_val_loss', '')} | "
-              f"{s.get('frames_per_s', '')} |" for s in stages if "epochs_run" in s]
+             _trained_on_line(results), "", results.get("no_test", ""), "",
+             "| stage | epochs | members | best validation loss | frames/s |", "|---|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {s.get('members', '')} | {_round(s.get('best_val_loss'))} | "
+              f"{_round(s.get('frames_per_s'), 0)} |" for s in stages if "epochs_run" in s]
     create_markdown_artifact("\n".join(lines), key="train-summary", description="training run summary")
+
+
+def _round(value, digits: int = 4):
+    return "" if value is None else round(float(value), digits)
+
+
+def _trained_on_line(results: dict) -> str:
+    used = results.get("trained_on", {})
+    return (f"The model and both baselines learnt from the same {used.get('units')} labelled units "
+            f"({' + '.join(used.get('partitions', []))}; protocol {used.get('protocol')}).")
 
 
 def new_run_id() -> str:
@@ -202,12 +271,13 @@ def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic
     run_id = params.run_id or new_run_id()
     run_dir = settings.runs_dir / run_id
     cfg = params.train_config(deadline=time.time() + params.max_minutes * 60)
-    started, info, stages = dt.datetime.now(dt.UTC), {"split_id": params.split_id}, []
+    started, stages = dt.datetime.now(dt.UTC), []
     params_json = params.model_dump_json()
     logger.info("run %s in %s on %s", run_id, run_dir, tr.resolve_device(cfg.device))
+    # A split that cannot be trained on is refused here, before any training_runs row exists.
+    info = load_split_task(settings.home, params.split_id, run_dir, cfg)
+    _log_data(logger, info)
     try:
-        info = load_split_task(settings.home, params.split_id, run_dir, cfg.window)
-        logger.info("split %s: %s units, %d features", info["split_id"], info["units"], info["n_features"])
         stages = _run_stages(params, run_dir, cfg)
         results = evaluate_task(run_dir, cfg)
     except Exception as exc:
@@ -224,10 +294,15 @@ def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic
         publish_report_artifact(home=settings.home)
     except Exception as exc:  # the report is a convenience; a failure must not fail training
         logger.warning("could not publish the warehouse report: %s", exc)
+    logger.info("%s", _trained_on_line(results))
+    if results.get("no_test"):
+        logger.warning("%s", results["no_test"])
     for line in ev.side_by_side(results):
         logger.info("%s %s: model %s, majority %s, logreg %s", line["task"], line["metric"],
                     line["model"], line["majority"], line["logreg"])
     return {"run_id": run_id, "split_id": info["split_id"], "checkpoint": str(checkpoint),
+            "protocol": cfg.protocol, "trained_on": results.get("trained_on"), "no_test": results.get("no_test"),
+            "features": info["features"], "window": info["window"],
             "stages": [{k: v for k, v in s.items() if k != "history"} for s in stages],
             "metrics": ev.side_by_side(results)}
 

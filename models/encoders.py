@@ -1,7 +1,13 @@
 """Shared encoders over a window of frames: `(batch, time, features)` + a validity mask.
 
-Both return per-frame states (for masked-feature reconstruction) and a pooled unit vector (for
+Each returns per-frame states (for masked-feature reconstruction) and a pooled unit vector (for
 the task heads). Padded frames (mask False) never influence the pooled vector.
+- `linear`: one linear projection per frame, then the mean: the shallow option. With the task
+  heads on top it is a small MLP whose first layer is factorised (projection x head), which
+  weight decay pushes towards low rank: what correlated tabular features (hundreds of landmark
+  coordinates, a few hundred units) want.
+- `mlp`: the projection, then `layers` GELU blocks per frame.
+- `transformer`: attention over the frames of a window, for videos.
 """
 
 from __future__ import annotations
@@ -14,6 +20,21 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over time of `states` (B, T, H) where `mask` (B, T) is True."""
     weights = mask.unsqueeze(-1).to(states.dtype)
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class LinearEncoder(nn.Module):
+    """A per-frame linear projection, then masked mean pooling over the window."""
+
+    def __init__(self, n_features: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Linear(n_features, hidden)
+        self.out_dim: int = hidden
+
+    def frames(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(self.frames(x, mask), mask)
 
 
 class PooledMLP(nn.Module):
@@ -65,14 +86,16 @@ class TemporalTransformer(nn.Module):
         return masked_mean(self.frames(x, mask), mask)
 
 
-ENCODERS = {"mlp": PooledMLP, "transformer": TemporalTransformer}
+ENCODERS = {"linear": LinearEncoder, "mlp": PooledMLP, "transformer": TemporalTransformer}
 
 
-Encoder = PooledMLP | TemporalTransformer
+Encoder = LinearEncoder | PooledMLP | TemporalTransformer
 
 
 def build_encoder(kind: str, n_features: int, hidden: int, layers: int, window: int,
                   dropout: float) -> Encoder:
+    if kind == "linear":
+        return LinearEncoder(n_features, hidden)
     if kind == "mlp":
         return PooledMLP(n_features, hidden, layers, dropout)
     if kind == "transformer":

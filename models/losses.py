@@ -14,11 +14,12 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return like.sum() * 0.0
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over labelled samples; with class `weight`, the weighted mean."""
     keep = target >= 0
     if not keep.any():
         return _zero(logits)
-    return F.cross_entropy(logits[keep], target[keep])
+    return F.cross_entropy(logits[keep], target[keep], weight=weight)
 
 
 def binary_cross_entropy(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

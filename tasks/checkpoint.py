@@ -3,6 +3,9 @@
 A checkpoint file holds the weights, the model config, the preprocessing (feature columns and
 normalisation statistics, window length), the label map, the contract version, the split id and
 the test metrics. `load_checkpoint` + `predict_frames` need nothing else.
+
+Format 2 adds `members`: the number of models of an ensemble (whose outputs are averaged), or
+null for one model, which is stored exactly as in format 1 (still read).
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import pandas as pd
 import torch
 
 from data_contracts import CONTRACT_VERSION
-from models.multitask import ModelConfig, MultiTaskModel
+from models.multitask import EnsembleModel, ModelConfig, MultiTaskModel
 from tasks.features import Preprocessing, Windows, make_windows
 
-FORMAT = "affectflow-checkpoint/1"
+FORMAT = "affectflow-checkpoint/2"
+READABLE = ("affectflow-checkpoint/1", FORMAT)
 
 
 @dataclass
 class Predictor:
-    model: MultiTaskModel
+    model: MultiTaskModel | EnsembleModel
     prep: Preprocessing
     emotions: list[str]
     meta: dict = field(default_factory=dict)
@@ -33,13 +37,14 @@ class Predictor:
         return next(self.model.parameters()).device
 
 
-def save_checkpoint(path: Path, model: MultiTaskModel, prep: Preprocessing, emotions: list[str],
+def save_checkpoint(path: Path, model: MultiTaskModel | EnsembleModel, prep: Preprocessing, emotions: list[str],
                     split_id: str, metrics: dict | None = None, extra: dict | None = None) -> Path:
     """Write atomically (temporary file + rename) so a kill never leaves half a checkpoint."""
     payload = {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_config": model.config.to_dict(),
+        "members": len(model.members) if isinstance(model, EnsembleModel) else None,
         "preprocessing": prep.to_dict(),
         "emotions": list(emotions),
         "contract_version": CONTRACT_VERSION,
@@ -56,9 +61,11 @@ def save_checkpoint(path: Path, model: MultiTaskModel, prep: Preprocessing, emot
 
 def load_checkpoint(path: Path, device: str = "cpu") -> Predictor:
     payload = torch.load(Path(path), map_location=device, weights_only=True)
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an affectflow checkpoint")
-    model = MultiTaskModel(ModelConfig.from_dict(payload["model_config"]))
+    if payload.get("format") not in READABLE:
+        raise ValueError(f"{path} is not an affectflow checkpoint (format {payload.get('format')!r})")
+    config = ModelConfig.from_dict(payload["model_config"])
+    members = payload.get("members")
+    model: MultiTaskModel | EnsembleModel = EnsembleModel(config, members) if members else MultiTaskModel(config)
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     meta = {k: payload[k] for k in ("contract_version", "split_id", "metrics", "extra")}
@@ -66,7 +73,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> Predictor:
 
 
 @torch.no_grad()
-def predict_windows(model: MultiTaskModel, windows: Windows, batch_size: int = 256) -> dict[str, np.ndarray]:
+def predict_windows(model: MultiTaskModel | EnsembleModel, windows: Windows, batch_size: int = 256) -> dict[str, np.ndarray]:
     """Raw outputs per window: emotion probabilities, stress probability, valence/arousal."""
     device = next(model.parameters()).device
     model.eval()
@@ -85,15 +92,16 @@ def predict_windows(model: MultiTaskModel, windows: Windows, batch_size: int = 2
 
 
 def aggregate_units(outputs: dict[str, np.ndarray], unit: np.ndarray, n_units: int) -> dict[str, np.ndarray]:
-    """Average window outputs per unit, weighting every window equally."""
+    """Average window outputs per unit, weighting every window equally; each output keeps its
+    shape (a one-class emotion output stays 2-D, so `argmax(1)` always works)."""
     counts = np.bincount(unit, minlength=n_units).astype(np.float64)
     result = {}
-    for key, values in outputs.items():
-        values = values.reshape(len(values), -1).astype(np.float64)
+    for key, raw in outputs.items():
+        values = raw.reshape(len(raw), -1).astype(np.float64)
         total = np.zeros((n_units, values.shape[1]))
         np.add.at(total, unit, values)
-        result[key] = (total / np.maximum(counts, 1)[:, None]).squeeze(-1) if values.shape[1] == 1 \
-            else total / np.maximum(counts, 1)[:, None]
+        mean = total / np.maximum(counts, 1)[:, None]
+        result[key] = mean[:, 0] if raw.ndim == 1 else mean
     return result
 
 

@@ -1,5 +1,7 @@
 """Test-set metrics for a trained model and, on the same split, the two baselines: the majority
-class and a logistic regression on per-unit mean features.
+class and a logistic regression on per-unit mean features. The baselines learn from exactly the
+units whose labels the model learnt from (the protocol's labelled partitions, `Prepared.labelled`);
+the results say which (`trained_on`).
 
 Metrics per task: emotion accuracy, macro-F1, unweighted average recall (UAR) and the confusion
 matrix; stress F1 and accuracy; valence and arousal CCC and MAE. Units without a label for a
@@ -67,10 +69,11 @@ def score(part, emotion_pred=None, stress_pred=None, va_pred=None, n_classes: in
 
 
 def _labelled_training(prepared):
-    """Unit-level training data for the baselines: the classifier and finetune partitions."""
-    parts = [prepared.parts[p] for p in ("classifier", "finetune")]
-    return (np.concatenate([p.means for p in parts]), np.concatenate([p.emotion for p in parts]),
-            np.concatenate([p.stress for p in parts]), np.concatenate([p.va for p in parts]))
+    """Unit-level training data for the baselines: the units the model's labels came from."""
+    from tasks.training_data import labelled_units
+
+    part = labelled_units(prepared)
+    return part.means, part.emotion, part.stress, part.va
 
 
 def _most_common(labels: np.ndarray) -> int:
@@ -83,7 +86,8 @@ def majority_baseline(prepared) -> dict:
     _, emotion, stress, va = _labelled_training(prepared)
     test = prepared.parts["test"]
     n = len(test)
-    mean_va = np.nan_to_num(np.nanmean(va, 0)) if np.isfinite(va).any() else np.zeros(2)
+    known = np.isfinite(va)
+    mean_va = np.where(known.any(0), np.where(known, va, 0).sum(0) / np.maximum(known.sum(0), 1), 0.0)
     return score(test, np.full(n, _most_common(emotion)), np.full(n, _most_common(stress)),
                  np.tile(mean_va, (n, 1)), len(prepared.emotions))
 
@@ -115,16 +119,29 @@ def model_scores(model, prepared) -> dict:
     return score(test, emotion, stress, out.get("valence_arousal"), len(prepared.emotions))
 
 
+NO_TEST = ("split {split} has no test partition (made with test fraction 0), so no test metrics are "
+           "reported; resplit without --test-fraction 0 for a held-out test set")
+
+
+def trained_on(prepared) -> dict:
+    """Which units the model's labels (and so the baselines') came from."""
+    from tasks.training_data import labelled_units
+
+    return {"protocol": prepared.protocol, "partitions": list(prepared.labelled),
+            "units": len(labelled_units(prepared))}
+
+
 def evaluate_run(run_dir, cfg) -> dict:
     """The final model and both baselines on the test partition of the run's split."""
     from tasks.train import build_model, load_prepared
 
     prepared = load_prepared(run_dir)
+    common = {"emotions": prepared.emotions, "test_units": len(prepared.parts["test"]),
+              "trained_on": trained_on(prepared)}
     if not len(prepared.parts["test"]):
-        return {"emotions": prepared.emotions, "test_units": 0, "model": {}, "majority": {}, "logreg": {}}
+        return {**common, "model": {}, "majority": {}, "logreg": {}, "no_test": NO_TEST.format(split=prepared.split_id)}
     model = build_model(run_dir, cfg, prepared)
-    return {"emotions": prepared.emotions, "test_units": len(prepared.parts["test"]),
-            "model": model_scores(model, prepared), "majority": majority_baseline(prepared),
+    return {**common, "model": model_scores(model, prepared), "majority": majority_baseline(prepared),
             "logreg": logreg_baseline(prepared, cfg.seed)}
 
 
@@ -141,7 +158,8 @@ def metric_rows(run_id: str, split_id: str, results: dict) -> list[dict]:
 
 
 def plot_loss_curves(history: list[dict], path) -> None:
-    """Training and validation loss per epoch, one panel per stage, as a PNG."""
+    """Training and validation loss per epoch, one panel per stage and one pair of lines per fit
+    in it (an ensemble's members, the regularisation candidates), as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,13 +169,18 @@ def plot_loss_curves(history: list[dict], path) -> None:
     fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.5), squeeze=False)
     for ax, stage in zip(axes[0], stages, strict=True):
         rows = [h for h in history if h["stage"] == stage]
-        epochs = [h["epoch"] for h in rows]
-        ax.plot(epochs, [h["train_loss"] for h in rows], label="train")
-        ax.plot(epochs, [h["val_loss"] for h in rows], label="validation")
+        fits = list(dict.fromkeys(h.get("fit", stage) for h in rows))
+        for index, fit in enumerate(fits):
+            mine = [h for h in rows if h.get("fit", stage) == fit]
+            epochs = [h["epoch"] for h in mine]
+            colour = f"C{index % 10}"
+            label = "" if len(fits) == 1 else f" {fit.removeprefix(stage + '-')}"
+            ax.plot(epochs, [h["train_loss"] for h in mine], color=colour, alpha=0.5, label=f"train{label}")
+            ax.plot(epochs, [h["val_loss"] for h in mine], color=colour, ls="--", label=f"validation{label}")
         ax.set_title(stage)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        ax.legend()
+        ax.legend(fontsize=7 if len(fits) > 2 else None)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

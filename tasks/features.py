@@ -2,8 +2,13 @@
 
 `make_windows` is THE preprocessing: training, evaluation and prediction all turn a unit's
 frames into normalised windows through it, with statistics fitted on training data only
-(`fit_preprocessing`). Feature columns come from the contract (`feature_columns(extractor)`),
-restricted to those the training frames actually fill.
+(`fit_preprocessing`).
+
+Feature columns are chosen per extractor: a model reads one extractor's columns (from the
+contract, `feature_columns(extractor)`), kept when the frames of the labelled training units
+fill them on at least half the frames and they vary there. A split whose units come from
+several extractors is refused unless `extractor` names the one to train on (one model per
+extractor); every dropped column is listed with its reason (`ColumnChoice`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from tasks.errors import SetupError
 
 PARTITIONS = ("pretrain", "ssl", "classifier", "finetune", "test")
 TRAIN_PARTITIONS = ("pretrain", "ssl", "classifier", "finetune")
-MIN_FILLED = 0.5  # a feature column is used when at least half the training frames fill it
+LABELLED_TRAIN_PARTITIONS = ("ssl", "classifier", "finetune")  # pretrain is unlabelled by design
+MIN_FILLED = 0.5  # a feature column is used when the labelled training frames fill it at least this often
 
 
 @dataclass
@@ -126,6 +132,8 @@ class SplitData:
     extractors: list[str]
     columns: list[str]
     partitions: dict[str, PartitionData]
+    choice: ColumnChoice | None = None
+    excluded: dict[str, int] | None = None  # units of other extractors left out, per extractor
 
 
 def _stage_split(con: duckdb.DuckDBPyConnection, split_id: str) -> None:
@@ -134,30 +142,86 @@ def _stage_split(con: duckdb.DuckDBPyConnection, split_id: str) -> None:
                 [split_id])
     con.execute("""
         CREATE OR REPLACE TEMP VIEW _unit_frames AS
-        SELECT s.unit_id, s.partition, f.*
+        SELECT s.unit_id, s.partition, s.emotion AS _label, f.*
         FROM _split s JOIN frames f ON f.video_id = s.video_id
          AND (s.frame IS NULL OR (f.frame = s.frame AND f.face_id = s.face_id))
         WHERE f.success = 1""")
 
 
-def _extractors(con: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = con.execute("""SELECT v.extractor, count(*) AS n FROM videos v
+def _keep_extractor(con: duckdb.DuckDBPyConnection, extractor: str) -> None:
+    con.execute("DELETE FROM _split WHERE video_id NOT IN (SELECT video_id FROM videos WHERE extractor = ?)",
+                [extractor])
+
+
+def split_extractors(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Units of the staged split per extractor, most first."""
+    rows = con.execute("""SELECT v.extractor, count(DISTINCT v.video_id) AS n FROM videos v
         WHERE v.video_id IN (SELECT video_id FROM _split) GROUP BY 1 ORDER BY n DESC, 1""").fetchall()
     if not rows:
         raise SetupError("the split's videos have no rows in `videos`; run build-features first")
-    return [r[0] for r in rows]
+    return {str(e): int(n) for e, n in rows}
 
 
-def usable_columns(con: duckdb.DuckDBPyConnection, extractors: list[str]) -> list[str]:
-    """Contract feature columns of these extractors that the training frames fill enough."""
-    candidates = list(dict.fromkeys(c for e in extractors for c in feature_columns(e)))
-    counts = ", ".join(f'count("{c}")' for c in candidates)
-    parts = ", ".join(f"'{p}'" for p in TRAIN_PARTITIONS)
-    row = con.execute(f"SELECT count(*), {counts} FROM _unit_frames WHERE partition IN ({parts})").fetchall()[0]
-    total = row[0]
+def choose_extractor(split_id: str, found: dict[str, int], wanted: str | None) -> str:
+    """The one extractor a model is trained on: the split's only one, or `wanted` (refused when
+    the split has none of its units); several without `wanted` are refused, never mixed."""
+    listed = ", ".join(f"{e} ({n} units)" for e, n in found.items())
+    if wanted is not None:
+        if wanted not in found:
+            raise SetupError(f"split {split_id} has no units from extractor {wanted!r}; it has {listed}")
+        return wanted
+    if len(found) > 1:
+        raise SetupError(f"split {split_id} mixes extractors: {listed}; their feature columns differ, so "
+                         f"train one model per extractor: --extractor {next(iter(found))}")
+    return next(iter(found))
+
+
+@dataclass
+class ColumnChoice:
+    """The feature columns of one extractor a model reads, and why the others were dropped."""
+
+    extractor: str
+    columns: list[str]
+    dropped: dict[str, str]  # column -> reason
+    frames: int  # labelled training frames the choice was made on
+
+    def summary(self) -> str:
+        reasons: dict[str, list[str]] = {}
+        for column, reason in self.dropped.items():
+            reasons.setdefault(reason.split(" (")[0], []).append(column)
+        why = "; ".join(f"{len(cols)} {reason} (e.g. {', '.join(cols[:3])})" for reason, cols in reasons.items())
+        return (f"{len(self.columns)} of {len(self.columns) + len(self.dropped)} {self.extractor} feature columns, "
+                f"chosen on {self.frames} labelled training frames" + (f"; dropped {why}" if why else ""))
+
+    def to_dict(self) -> dict:
+        return {"extractor": self.extractor, "columns": self.columns, "dropped": self.dropped,
+                "frames": self.frames}
+
+
+def choose_columns(con: duckdb.DuckDBPyConnection, extractor: str) -> ColumnChoice:
+    """The extractor's contract feature columns that the labelled training units' frames fill on
+    at least `MIN_FILLED` of their frames and that vary there (a constant carries nothing)."""
+    candidates = feature_columns(extractor)
+    stats = ", ".join(f'count("{c}"), min("{c}"), max("{c}")' for c in candidates)
+    parts = ", ".join(f"'{p}'" for p in LABELLED_TRAIN_PARTITIONS)
+    row = con.execute(f"""SELECT count(*), {stats} FROM _unit_frames
+        WHERE partition IN ({parts}) AND _label IS NOT NULL""").fetchall()[0]
+    total = int(row[0])
     if not total:
-        raise SetupError("the split's training partitions have no frames with a face")
-    return [c for c, n in zip(candidates, row[1:], strict=True) if n / total >= MIN_FILLED]
+        raise SetupError("the split's labelled training partitions (ssl, classifier, finetune) have no "
+                         "labelled frames with a face")
+    kept, dropped = [], {}
+    for i, column in enumerate(candidates):
+        filled, low, high = row[1 + 3 * i: 4 + 3 * i]
+        if filled == 0:
+            dropped[column] = "null on every labelled training frame"
+        elif filled / total < MIN_FILLED:
+            dropped[column] = f"filled on under {MIN_FILLED:.0%} of labelled training frames ({filled}/{total})"
+        elif low == high:
+            dropped[column] = f"constant on the labelled training frames ({low})"
+        else:
+            kept.append(column)
+    return ColumnChoice(extractor, kept, dropped, total)
 
 
 def _unit_labels(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -190,19 +254,25 @@ def _partition(labels: pd.DataFrame, frames: dict[str, np.ndarray]) -> Partition
                          floats["valence"], floats["arousal"])
 
 
-def load_split(con: duckdb.DuckDBPyConnection, split_id: str) -> SplitData:
-    """Every unit of a split with its face frames (success = 1) and labels; units without a
-    single face frame are left out."""
+def load_split(con: duckdb.DuckDBPyConnection, split_id: str, extractor: str | None = None) -> SplitData:
+    """Every unit of a split from one extractor (`choose_extractor`) with its face frames
+    (success = 1) and labels, on the columns `choose_columns` keeps; units without a single face
+    frame are left out."""
     split_id = resolve_split_id(con, split_id)
     _stage_split(con, split_id)
-    extractors = _extractors(con)
-    columns = usable_columns(con, extractors)
-    if not columns:
-        raise SetupError(f"no feature column is filled on most training frames (extractors {extractors})")
-    frames = _unit_frames(con, columns)
+    found = split_extractors(con)
+    chosen = choose_extractor(split_id, found, extractor)
+    if len(found) > 1:
+        _keep_extractor(con, chosen)
+    choice = choose_columns(con, chosen)
+    if not choice.columns:
+        raise SetupError(f"split {split_id}: no {chosen} feature column is filled on the labelled training "
+                         f"frames ({choice.summary()})")
+    frames = _unit_frames(con, choice.columns)
     labels = _unit_labels(con)
     parts = {p: _partition(labels[labels["partition"] == p], frames) for p in PARTITIONS}
-    return SplitData(split_id, extractors, columns, parts)
+    excluded = {e: n for e, n in found.items() if e != chosen}
+    return SplitData(split_id, [chosen], choice.columns, parts, choice, excluded)
 
 
 def save_json(path: Path, data: dict) -> Path:

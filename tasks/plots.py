@@ -157,11 +157,28 @@ def _circumplex_axes(ax: plt.Axes, centre: float, radius: float) -> None:
                 color="#777777", fontsize=9, style="italic")
 
 
+CIRCUMPLEX_LIMITS = (-0.1, 3.1)  # the label scale 0-3 and a margin
+
+
+def outside_axes(va: np.ndarray, limits: tuple[float, float] = CIRCUMPLEX_LIMITS) -> str:
+    """A warning when predicted points fall outside the plot's axes (they would not be drawn, and
+    a model with unbounded heads can put all of them there), else ''."""
+    known = va[~np.isnan(va).any(1)]
+    outside = ((known < limits[0]) | (known > limits[1])).any(1)
+    if not outside.any():
+        return ""
+    low, high = known.min(0), known.max(0)
+    return (f"warning: {int(outside.sum())} of {len(known)} points outside the axes, not drawn "
+            f"(valence {low[0]:.2f} to {high[0]:.2f}, arousal {low[1]:.2f} to {high[1]:.2f})")
+
+
 def plot_circumplex(frames: pd.DataFrame, path: Path, title: str) -> Path:
     """Valence-arousal trajectory on Russell's circumplex (label scale 0-3, neutral at 1.5),
-    coloured by time, with the emotion map's reference points."""
+    coloured by time, with the emotion map's reference points; a warning under the title when
+    predictions fall outside the axes."""
     frames = _one_face(frames)
     va = frames[["valence", "arousal"]].to_numpy(np.float64)
+    warning = outside_axes(va)
     t = _time(frames)
     fig, ax = plt.subplots(figsize=(6.2, 6))
     _circumplex_axes(ax, 1.5, 1.5)
@@ -178,8 +195,10 @@ def plot_circumplex(frames: pd.DataFrame, path: Path, title: str) -> Path:
         ax.plot(*va[valid[0]], "o", ms=9, mfc="none", mec="black", mew=1.5, label="start")
         ax.plot(*va[valid[-1]], "s", ms=9, mfc="none", mec="black", mew=1.5, label="end")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
-    ax.set(xlim=(-0.1, 3.1), ylim=(-0.1, 3.1), aspect="equal", xlabel="valence (unpleasant → pleasant)",
-           ylabel="arousal (calm → activated)", title=f"Valence-arousal trajectory\n{title}")
+    ax.set(xlim=CIRCUMPLEX_LIMITS, ylim=CIRCUMPLEX_LIMITS, aspect="equal", xlabel="valence (unpleasant → pleasant)",
+           ylabel="arousal (calm → activated)", title=f"Valence-arousal trajectory\n{title}" + (f"\n{warning}" if warning else ""))
+    if warning:
+        ax.title.set_color("#b03a2e")
     return _save(fig, path)
 
 

@@ -54,14 +54,14 @@ SELECT v.video_id, l.emotion, l.subject_id
 FROM (SELECT video_id FROM videos GROUP BY video_id HAVING max(n_face_frames) > 0) v
 LEFT JOIN ({_LABELS_SQL}) l USING (video_id)
 ORDER BY v.video_id"""
-# Source order of the research code: source file, then frame (then face).
+# Source order of the research code: source file, then frame (then face). Every imported row,
+# with or without a face: the research code shuffles the rows of its CSVs as they are.
 _ROWS_SQL = f"""
 SELECT DISTINCT f.video_id || '/' || f.frame || '/' || f.face_id AS unit_id,
        f.video_id, f.frame, f.face_id, v.path, l.emotion
 FROM frames f
 JOIN (SELECT video_id, min(path) AS path FROM videos GROUP BY video_id) v USING (video_id)
 LEFT JOIN ({_LABELS_SQL}) l USING (video_id)
-WHERE f.success = 1
 ORDER BY v.path, f.frame, f.face_id, f.video_id"""
 
 
@@ -108,10 +108,21 @@ def resplit_lock(home: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[Path
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+SUBJECT_STRATUM = "(any emotion)"  # subjects are apportioned as one stratum (see tasks/split.py)
+
+
+def _strata(labelled: np.ndarray) -> np.ndarray:
+    """A subject's stratum: one for every subject with a labelled video, null for the others."""
+    return np.array([SUBJECT_STRATUM if known else None for known in labelled], dtype=object)
+
+
 def load_rows(con: duckdb.DuckDBPyConnection, spec: SplitSpec) -> pd.DataFrame:
-    """The split's rows (unit_id, video_id, frame, face_id, emotion[, path]) in source order."""
+    """The split's rows in source order: unit_id (what is trained and scored: a video/image, or a
+    frame row), group_id (what is assigned: the unit, or its subject), video_id, frame, face_id,
+    emotion[, path]."""
     if spec.strategy == "row":
-        return con.execute(_ROWS_SQL).df()
+        rows = con.execute(_ROWS_SQL).df()
+        return rows.assign(group_id=rows["unit_id"])
     rows = con.execute(_GROUPED_SQL).df()
     if spec.group_by == "subject":
         missing = rows["subject_id"].isna()
@@ -119,19 +130,22 @@ def load_rows(con: duckdb.DuckDBPyConnection, spec: SplitSpec) -> pd.DataFrame:
             raise SplitError(f"group_by=subject, but {int(missing.sum())} of {len(rows)} videos have no "
                              f"subject_id (e.g. {rows.loc[missing, 'video_id'].iloc[0]}); label them or "
                              "group by video")
-        rows["unit_id"] = rows["subject_id"]
+        rows["group_id"] = rows["subject_id"]
     else:
-        rows["unit_id"] = rows["video_id"]
+        rows["group_id"] = rows["video_id"]
+    rows["unit_id"] = rows["video_id"]
     rows["frame"], rows["face_id"] = None, None
     return rows.drop(columns=["subject_id"])
 
 
 def units_of(rows: pd.DataFrame, spec: SplitSpec) -> pd.DataFrame:
-    """One row per unit: unit_id, label (a subject's label is its most frequent emotion)."""
+    """One row per assigned entity: unit_id (the group), label (its stratum: the emotion; for a
+    subject one stratum for all who have a labelled video), video_id for the row strategy."""
     if spec.group_key == "subject":
-        labels = unit_labels(rows[["unit_id", "emotion"]])
-        return pd.DataFrame({"unit_id": labels.index.to_numpy(), "label": labels.to_numpy()})
-    return pd.DataFrame({"unit_id": rows["unit_id"].to_numpy(), "label": rows["emotion"].to_numpy()})
+        labelled = rows.groupby("group_id", sort=False)["emotion"].apply(lambda e: e.notna().any())
+        return pd.DataFrame({"unit_id": labelled.index.to_numpy(), "label": _strata(labelled.to_numpy(dtype=bool))})
+    units = pd.DataFrame({"unit_id": rows["group_id"].to_numpy(), "label": rows["emotion"].to_numpy()})
+    return units.assign(video_id=rows["video_id"].to_numpy()) if spec.strategy == "row" else units
 
 
 def _lineage(con: duckdb.DuckDBPyConnection, spec: SplitSpec) -> dict | None:
@@ -146,7 +160,14 @@ def _lineage(con: duckdb.DuckDBPyConnection, spec: SplitSpec) -> dict | None:
     return {"split_id": split_id, "seed": int(seed), "params": json.loads(params), "fingerprint": fp}
 
 
-def _previous_units(con: duckdb.DuckDBPyConnection, split_id: str) -> pd.DataFrame:
+def _previous_units(con: duckdb.DuckDBPyConnection, split_id: str, spec: SplitSpec) -> pd.DataFrame:
+    """The earlier version's assigned entities (unit_id = group), partition and stratum."""
+    if spec.group_key == "subject":  # stored per video; the subject comes from the labels
+        rows = con.execute(f"""SELECT coalesce(l.subject_id, s.unit_id) AS unit_id, s.partition, s.emotion
+            FROM splits s LEFT JOIN ({_LABELS_SQL}) l USING (video_id) WHERE s.split_id = ?""", [split_id]).df()
+        labelled = rows.groupby("unit_id", sort=False)["emotion"].apply(lambda e: e.notna().any())
+        units = rows.drop_duplicates("unit_id")[["unit_id", "partition"]]
+        return units.assign(label=_strata(units["unit_id"].map(labelled).to_numpy(dtype=bool)))
     rows = con.execute("SELECT unit_id, partition, emotion FROM splits WHERE split_id = ?", [split_id]).df()
     labels = unit_labels(rows[["unit_id", "emotion"]])
     units = rows.drop_duplicates("unit_id")[["unit_id", "partition"]]
@@ -164,15 +185,20 @@ def resolve_seed(seed: int | None, mode: str, lineage: dict | None) -> int:
 
 
 def _expand(rows: pd.DataFrame, assignment: Assignment) -> pd.DataFrame:
-    """The assignment at row level: every row gets its unit's partition and label."""
+    """The assignment at row level: every row gets its group's partition and label."""
     units = assignment.units.set_index("unit_id")
-    out = rows[["unit_id", "video_id", "frame", "face_id", "emotion"]].copy()
-    if len(units) == len(rows) and (units.index == rows["unit_id"].to_numpy()).all():
+    out = rows[["unit_id", "group_id", "video_id", "frame", "face_id", "emotion"]].copy()
+    if len(units) == len(rows) and (units.index == rows["group_id"].to_numpy()).all():
         out["partition"], out["label"] = units["partition"].to_numpy(), units["label"].to_numpy()
     else:
-        out["partition"] = rows["unit_id"].map(units["partition"]).to_numpy()
-        out["label"] = rows["unit_id"].map(units["label"]).to_numpy()
+        out["partition"] = rows["group_id"].map(units["partition"]).to_numpy()
+        out["label"] = rows["group_id"].map(units["label"]).to_numpy()
     return out
+
+
+def _as_checked(split: pd.DataFrame) -> pd.DataFrame:
+    """The split as the contract's rules see it: one unit per assigned entity (the group)."""
+    return split.drop(columns=["unit_id"]).rename(columns={"group_id": "unit_id"})
 
 
 def _check_context(spec: SplitSpec, units: pd.DataFrame, assignment: Assignment,
@@ -183,8 +209,10 @@ def _check_context(spec: SplitSpec, units: pd.DataFrame, assignment: Assignment,
         stages=spec.stages,
         balance="stratified" if row else "per_class",
         group_column="unit_id" if spec.group_key == "subject" else "video_id",
-        # the research procedure spreads a video's frames over pretrain/ssl/classifier/finetune
+        # the research procedure spreads a video's frames over pretrain/ssl/classifier/finetune;
+        # its test holdout takes whole videos
         sides={p: ("test" if p == "test" else "train") for p in PARTITIONS} if row else {p: p for p in PARTITIONS},
+        test_by_group=row,
         min_class_units=assignment.min_class_units,
         small_classes=assignment.small_classes,
         previous=previous,
@@ -209,6 +237,7 @@ def summary(con: duckdb.DuckDBPyConnection, split_id: str) -> pd.DataFrame:
 
 
 def _splits_table(split_id: str, split: pd.DataFrame) -> pa.Table:
+    """The stored rows; `unit_id` is the unit trained and scored (a subject's video, not the subject)."""
     n = len(split)
     arrays = {
         "split_id": pa.array(np.full(n, split_id, dtype=object), pa.string()),
@@ -251,8 +280,8 @@ def _write_version(wh: Warehouse, outcome: SplitOutcome, mode: str, lineage: dic
     status = "published" if passed else "rejected"
     message = (f"published split {split_id}" if passed
                else f"split rejected, previous split stays current: {outcome.contract.summary()}")
-    if not passed and mode == "stable" and lineage and _shape(lineage["params"]) != _shape(outcome.spec.params()):
-        message += " (stable mode keeps earlier assignments; to apply changed fractions use mode reshuffle)"
+    if not passed:
+        message += refusal_hint(outcome.contract, lineage, outcome.spec, mode)
     return dataclasses.replace(outcome, status=status, split_id=split_id, message=message,
                                sql=SUMMARY_SQL if passed else "")
 
@@ -261,41 +290,67 @@ def _shape(params: dict) -> dict:
     return {k: v for k, v in params.items() if k != "seed"}
 
 
+def refusal_hint(contract: ContractResult, lineage: dict | None, spec: SplitSpec, mode: str) -> str:
+    """What to change when a version is refused: which option, named as on the command line."""
+    if lineage is None:
+        return ""
+    before = lineage["params"].get("fractions", {})
+    if before.get("test") is not None and before["test"] != spec.stages.test:
+        return (f" (this split's test holdout is {before['test']:g} of the units and never changes once "
+                f"drawn: leave out --test-fraction to keep it)")
+    if mode == "stable" and _shape(lineage["params"]) != _shape(spec.params()):
+        return " (stable mode keeps earlier assignments: to apply changed fractions use --mode reshuffle)"
+    if any(r.name == "holdout_unchanged" for r in contract.failed):
+        return " (the test holdout is kept across versions: leave out --test-fraction)"
+    return ""
+
+
 def _fingerprint_rows(rows: pd.DataFrame) -> str:
-    cols = [c for c in ("unit_id", "video_id", "frame", "face_id", "path", "emotion") if c in rows.columns]
+    cols = [c for c in ("unit_id", "group_id", "video_id", "frame", "face_id", "path", "emotion") if c in rows.columns]
     return fingerprint(rows[cols])
 
 
+def _with_lineage_test(spec: SplitSpec, lineage: dict | None) -> SplitSpec:
+    """A test fraction left out keeps the lineage's: its holdout never changes once drawn."""
+    if lineage is None:
+        return spec
+    test = lineage["params"].get("fractions", {}).get("test", spec.stages.test)
+    return dataclasses.replace(spec, stages=dataclasses.replace(spec.stages, test=float(test)))
+
+
 def publish_split(home: Path, spec: SplitSpec, mode: str = "stable", seed: int | None = None,
-                  dry_run: bool = False) -> SplitOutcome:
+                  dry_run: bool = False, test_given: bool = True) -> SplitOutcome:
     """Split the warehouse's current units and publish the version if its contract passes.
 
-    `spec.seed` is replaced by the resolved seed (see `resolve_seed`). Same data and same
-    parameters as the newest version of this strategy: nothing is written (status `unchanged`)."""
+    `spec.seed` is replaced by the resolved seed (see `resolve_seed`); without `test_given` the
+    test fraction is the current version's of this strategy (its holdout is kept). Same data and
+    same parameters as the newest version of this strategy: nothing is written (status `unchanged`)."""
     wh = Warehouse(home).init()
     with resplit_lock(wh.home):
         con = connect(wh)
         try:
             rows = load_rows(con, spec)
             lineage = _lineage(con, spec)
+            if not test_given:
+                spec = _with_lineage_test(spec, lineage)
             spec = dataclasses.replace(spec, seed=resolve_seed(seed, mode, lineage))
             fp = _fingerprint_rows(rows)
             if lineage and lineage["fingerprint"] == fp and lineage["params"] == spec.params():
                 return SplitOutcome("unchanged", lineage["split_id"], fp, spec.seed, spec,
                                     summary(con, lineage["split_id"]), sql=SUMMARY_SQL,
                                     message=f"data and parameters unchanged; split {lineage['split_id']} stays")
-            previous = _previous_units(con, lineage["split_id"]) if lineage else None
+            previous = _previous_units(con, lineage["split_id"], spec) if lineage else None
         finally:
             con.close()
         units = units_of(rows, spec)
         assignment = split_units(units, spec, previous, mode)
         split = _expand(rows, assignment)
-        contract = check_split(split, _check_context(spec, units, assignment, previous))
+        contract = check_split(_as_checked(split), _check_context(spec, units, assignment, previous))
         outcome = SplitOutcome("dry-run", None, fp, spec.seed, spec, partition_counts(split), contract,
                                message=f"dry run, nothing written: {contract.summary()}")
         if dry_run:
             return outcome
-        return _write_version(wh, outcome, mode, lineage, split, len(units))
+        return _write_version(wh, outcome, mode, lineage, split, int(split["unit_id"].nunique()))
 
 
 def _class_columns(counts: pd.DataFrame, order: tuple[str, ...]) -> list[str]:

@@ -164,6 +164,8 @@ def _feature_figure(sample: pd.DataFrame, columns: list[str]) -> plt.Figure:
         bins = list(np.histogram_bin_edges(values, bins=30)) if len(values) else 10
         for label in labels:
             part = sample.loc[sample["label"] == label, column].dropna()
+            if part.empty:  # no value of this label here: a density of nothing is 0/0 (numpy warns)
+                continue
             ax.hist(part, bins=bins, histtype="step", lw=1.4, density=True, color=colours[label], label=label)
         ax.set_title(column, fontsize=10)
         ax.set_yticks([])

@@ -2,13 +2,18 @@
 units from the warehouse and writes the version.
 
 Two strategies:
-- `grouped`: a unit is a video (or a subject); a stratified test holdout is carved first, then
-  pretrain of the rest, then ssl / classifier / finetune of the labelled remainder. Each class is
-  apportioned on its own (largest remainder), and units are taken in the order of a hash of
-  (unit id, seed), so the result does not depend on the order rows were read in.
-- `row`: every frame row is a unit and the research procedure is reproduced exactly:
-  `sklearn.utils.shuffle` per class, `int(pretrain * n)` to pretrain, the labelled parts
-  concatenated in `class_order`, then two stratified `train_test_split` calls.
+- `grouped`: the assigned entity is a video, or a subject (all of a person's videos/images on one
+  side; the unit trained and scored stays the video or image); a stratified test holdout is carved
+  first, then pretrain of the rest, then ssl / classifier / finetune of the labelled remainder.
+  Videos are stratified by emotion, each class apportioned on its own (largest remainder);
+  subjects, who usually show several emotions, are apportioned as one stratum. Entities are taken
+  in the order of a hash of (id, seed), so the result does not depend on the order rows were read in.
+- `row`: every imported row (frame) is a unit. A stratified test holdout of whole videos is carved
+  first (so no video has frames on both sides; for images, a row is a video); the remaining rows
+  go through the research procedure exactly: `sklearn.utils.shuffle` per class over every row in
+  source order (rows without a face included, as the research code reads them), `int(pretrain * n)`
+  to pretrain, the labelled parts concatenated in `class_order`, then two stratified
+  `train_test_split` calls. With test fraction 0 it is the research code's split, row for row.
 
 Two modes for an existing version (grouped): `stable` keeps every earlier assignment and fills
 each class's shortfall per partition with the new units in hash order; `reshuffle` keeps only the
@@ -134,11 +139,14 @@ def _small_classes(labels: pd.Series, minimum: int) -> dict[str, int]:
     return {str(c): int(n) for c, n in sizes[sizes < minimum].items()}
 
 
-def _check_classes(labels: pd.Series, small: dict[str, int], minimum: int) -> list[str]:
+def _check_classes(labels: pd.Series, small: dict[str, int], minimum: int, strata: int = 2) -> list[str]:
     present = sorted(set(labels.dropna().unique()) - set(small))
     if labels.notna().sum() == 0:
         raise SplitError("no labelled units: every unit lacks an emotion, nothing to stratify")
-    if len(present) < 2:
+    if strata == 1 and not present:
+        raise SplitError(f"only {int(labels.notna().sum())} labelled groups; a grouped split needs at least "
+                         f"{minimum} (one per partition): group by video, or set a partition's fraction to 0")
+    if len(present) < strata:
         raise SplitError(
             f"only {len(present)} emotion class with at least {minimum} units ({', '.join(present) or 'none'}); "
             f"a split needs two or more (too small: {small or 'none'})")
@@ -186,13 +194,14 @@ def _fill(free: pd.DataFrame, kept: pd.DataFrame, spec: SplitSpec) -> np.ndarray
 
 
 def split_grouped(units: pd.DataFrame, spec: SplitSpec, previous: pd.DataFrame | None = None,
-                  mode: str = "stable") -> Assignment:
-    """units: unit_id, label (null = unlabelled). previous: unit_id, partition, label of the
-    version this one continues (None for a first split)."""
+                  mode: str = "stable", strata: int = 2) -> Assignment:
+    """units: unit_id, label (the stratum; null = unlabelled). previous: unit_id, partition, label
+    of the version this one continues (None for a first split). `strata`: the fewest strata the
+    split needs (2 emotion classes; 1 for subjects, apportioned as one stratum)."""
     labels = units["label"]
     minimum = min_class_units(spec)
     small = _small_classes(labels, minimum)
-    _check_classes(labels, small, minimum)
+    _check_classes(labels, small, minimum, strata)
     stratified = (labels.notna() & ~labels.isin(list(small))).to_numpy()
     part = _carried(units, previous, mode, minimum).to_numpy(copy=True)
     part[~stratified] = "pretrain"
@@ -204,29 +213,58 @@ def split_grouped(units: pd.DataFrame, spec: SplitSpec, previous: pd.DataFrame |
     return Assignment(out, small, minimum)
 
 
-def split_rows(units: pd.DataFrame, spec: SplitSpec) -> Assignment:
-    """The research procedure on frame rows; `units` must be in source order (path, frame)."""
-    if spec.stages.test > 0:
-        raise SplitError("the row strategy has no test holdout (frames of one video would sit on "
-                         "both sides); use --strategy grouped for held-out test videos")
-    labels = units["label"]
-    minimum = min_class_units(spec)
-    small = _small_classes(labels, minimum)
-    present = _check_classes(labels, small, minimum)
+def _row_test(units: pd.DataFrame, spec: SplitSpec, small: dict[str, int]) -> np.ndarray:
+    """Which rows form the test holdout: per class, `test` of its videos (largest remainder) in
+    hash order of (video id, seed); whole videos, so a video never sits on both sides."""
+    in_test = np.zeros(len(units), bool)
+    if spec.stages.test <= 0:
+        return in_test
+    videos = units.loc[units["label"].notna() & ~units["label"].isin(list(small)), ["video_id", "label"]]
+    videos = videos.drop_duplicates("video_id")
+    for _, members in videos.groupby("label", sort=True):
+        take = apportion([len(members)], [spec.stages.test, 1 - spec.stages.test])[0, 0]
+        chosen = members["video_id"].to_numpy()[np.argsort(unit_hash(members["video_id"], spec.seed), kind="stable")]
+        in_test |= units["video_id"].isin(chosen[:take]).to_numpy()
+    return in_test
+
+
+def _research_split(labels: np.ndarray, spec: SplitSpec, present: list[str]) -> np.ndarray:
+    """The research code on these rows (in source order): a partition per row."""
     order = [c for c in spec.class_order if c in present] + [c for c in present if c not in spec.class_order]
-    y = labels.to_numpy(dtype=object)
-    positions = pd.Series(np.arange(len(y))).groupby(y, sort=False).indices
+    positions = pd.Series(np.arange(len(labels))).groupby(labels, sort=False).indices
     labelled = []
     for c in order:  # one step per class, not per unit
         rows = shuffle(positions[c], random_state=spec.seed)
         labelled.append(rows[int(spec.stages.pretrain * len(rows)):])
     lab = np.concatenate(labelled)
     t_a, t_b = _row_test_sizes(spec.stages)
-    ssl, rest = train_test_split(lab, test_size=t_a, stratify=y[lab], random_state=spec.seed)
-    cls, fin = train_test_split(rest, test_size=t_b, stratify=y[rest], random_state=spec.seed)
-    part = np.full(len(y), "pretrain", dtype=object)
+    ssl, rest = train_test_split(lab, test_size=t_a, stratify=labels[lab], random_state=spec.seed)
+    cls, fin = train_test_split(rest, test_size=t_b, stratify=labels[rest], random_state=spec.seed)
+    part = np.full(len(labels), "pretrain", dtype=object)
     part[ssl], part[cls], part[fin] = "ssl", "classifier", "finetune"
-    out = pd.DataFrame({"unit_id": units["unit_id"].to_numpy(), "label": y, "partition": part})
+    return part
+
+
+def split_rows(units: pd.DataFrame, spec: SplitSpec) -> Assignment:
+    """The test holdout of whole videos (`_row_test`), then the research procedure on the other
+    rows; `units` (unit_id, label, video_id) must be in source order (path, frame). A class too
+    small for the research procedure once its test videos are out goes to pretrain entirely."""
+    if "video_id" not in units:
+        units = units.assign(video_id=units["unit_id"])
+    minimum = min_class_units(spec)
+    small = _small_classes(units["label"], minimum)
+    in_test = _row_test(units, spec, small)
+    rest_sizes = units.loc[~in_test, "label"].value_counts()
+    shrunk = {str(c): int(units["label"].eq(c).sum()) for c, n in rest_sizes.items()
+              if n < minimum and str(c) not in small}
+    if shrunk:  # too small once its test videos are out: the whole class goes to pretrain, reported
+        small = {**small, **shrunk}
+        in_test &= ~units["label"].isin(list(shrunk)).to_numpy()
+    labels = units["label"].to_numpy(dtype=object)
+    present = _check_classes(units.loc[~in_test, "label"], small, minimum)
+    part = np.full(len(units), "test", dtype=object)
+    part[~in_test] = _research_split(labels[~in_test], spec, present)
+    out = pd.DataFrame({"unit_id": units["unit_id"].to_numpy(), "label": labels, "partition": part})
     return Assignment(out, small, minimum)
 
 
@@ -239,7 +277,7 @@ def split_units(units: pd.DataFrame, spec: SplitSpec, previous: pd.DataFrame | N
         raise SplitError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     if spec.strategy == "row":
         return split_rows(units, spec)
-    return split_grouped(units, spec, previous, mode)
+    return split_grouped(units, spec, previous, mode, strata=1 if spec.group_key == "subject" else 2)
 
 
 def unit_labels(rows: pd.DataFrame) -> pd.Series:

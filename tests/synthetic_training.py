@@ -3,7 +3,8 @@
 Each video belongs to one of four emotions; its MediaPipe blendshape features are noise plus an
 offset on the columns tied to its emotion, so a model that learns anything scores far above
 chance, and one that cannot learn fails the tests. Only the blendshape columns are filled (the
-others stay null and are dropped by the loader).
+others stay null and are dropped by the loader). `sources` adds videos of other extractors (e.g.
+OpenFace AU intensities) to the same split: a warehouse that mixes extractors.
 """
 
 from __future__ import annotations
@@ -21,25 +22,29 @@ from warehouse.writer import rows_to_table, write_atomic
 
 EMOTIONS = ("angry", "happy", "neutral", "sad")
 COLUMNS = [blendshape_column(b) for b in MEDIAPIPE_BLENDSHAPES[:12]]
+OPENFACE_COLUMNS = [f"AU{n:02d}_r" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 14, 15, 17)]  # 0-5 intensities
+MEDIAPIPE_SOURCE = ("mediapipe", tuple(COLUMNS))
+OPENFACE_SOURCE = ("openface-csv", tuple(OPENFACE_COLUMNS))
 PARTITION_CYCLE = ("pretrain", "ssl", "classifier", "classifier", "classifier", "finetune", "test", "test")
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
-def _frames(video_id: str, emotion_index: int, n_frames: int, rng: np.random.Generator, signal: float):
+def _frames(video_id: str, emotion_index: int, n_frames: int, rng: np.random.Generator, signal: float,
+            columns: tuple[str, ...] = tuple(COLUMNS)):
     rows = []
     for frame in range(n_frames):
-        values = rng.normal(0.5, 0.15, len(COLUMNS))
+        values = rng.normal(0.5, 0.15, len(columns))
         values[emotion_index::len(EMOTIONS)] += signal
         row = {"source_id": video_id, "video_id": video_id, "frame": frame, "face_id": 0,
                "timestamp": frame / 25, "success": 1, "confidence": 0.99}
-        row.update({c: float(v) for c, v in zip(COLUMNS, values, strict=True)})
+        row.update({c: float(v) for c, v in zip(columns, values, strict=True)})
         rows.append(row)
     return rows
 
 
-def _video(video_id: str, n_frames: int) -> dict:
+def _video(video_id: str, n_frames: int, extractor: str = "mediapipe") -> dict:
     return {"source_id": video_id, "video_id": video_id, "path": f"/data/{video_id}.mp4", "kind": "video",
-            "n_frames": n_frames, "n_face_frames": n_frames, "face_rate": 1.0, "extractor": "mediapipe",
+            "n_frames": n_frames, "n_face_frames": n_frames, "face_rate": 1.0, "extractor": extractor,
             "extractor_version": "test", "extractor_config": "{}", "config_hash": "x",
             "contract_version": CONTRACT_VERSION, "run_id": "r0", "extracted_at": NOW}
 
@@ -59,21 +64,24 @@ def _split_run(split_id: str, units: int) -> dict:
 
 
 def build_warehouse(home: Path, videos_per_class: int = 16, n_frames: int = 12, signal: float = 0.6,
-                    seed: int = 0, split_id: str = "s1", publish: bool = True) -> Warehouse:
+                    seed: int = 0, split_id: str = "s1", publish: bool = True,
+                    sources: tuple[tuple[str, tuple[str, ...]], ...] = (MEDIAPIPE_SOURCE,)) -> Warehouse:
     """Write frames, videos, labels and one grouped split (published unless `publish` is False:
-    then it is in `splits` but never the current split); returns the warehouse."""
+    then it is in `splits` but never the current split); returns the warehouse. Each of `sources`
+    (extractor, columns it fills) gives `videos_per_class` videos per emotion."""
     wh = Warehouse(home).init()
     rng = np.random.default_rng(seed)
     splits, frames, videos, labels = [], [], [], []
-    for e_index, emotion in enumerate(EMOTIONS):
-        for i in range(videos_per_class):
-            vid = f"{split_id}-{emotion}{i:03d}"
-            frames += _frames(vid, e_index, n_frames, rng, signal)
-            videos.append(_video(vid, n_frames))
-            labels.append(_label(vid, emotion))
-            partition = PARTITION_CYCLE[i % len(PARTITION_CYCLE)]
-            splits.append({"split_id": split_id, "unit_id": vid, "video_id": vid, "partition": partition,
-                           "emotion": None if partition == "pretrain" else emotion})
+    for s_index, (extractor, columns) in enumerate(sources):
+        for e_index, emotion in enumerate(EMOTIONS):
+            for i in range(videos_per_class):
+                vid = f"{split_id}-{emotion}{i:03d}" + (f"-{extractor}" if s_index else "")
+                frames += _frames(vid, e_index, n_frames, rng, signal, columns)
+                videos.append(_video(vid, n_frames, extractor))
+                labels.append(_label(vid, emotion))
+                partition = PARTITION_CYCLE[i % len(PARTITION_CYCLE)]
+                splits.append({"split_id": split_id, "unit_id": vid, "video_id": vid, "partition": partition,
+                               "emotion": None if partition == "pretrain" else emotion})
     key = f"synthetic-{split_id}"
     write_atomic(wh.file_for("frames", key), rows_to_table(FRAMES, frames))
     write_atomic(wh.file_for("videos", key), rows_to_table(VIDEOS, videos))

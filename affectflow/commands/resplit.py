@@ -12,21 +12,24 @@ from affectflow.commands._common import fail
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "resplit", help="make a new stratified, contract-checked split version",
-        description="Split the warehouse's units into pretrain / ssl / classifier / finetune "
-        "(and a test holdout of whole videos, grouped strategy), check the split contract and "
-        "publish the version. Unchanged data and parameters write nothing; a failing contract "
-        "keeps the previous split current.")
+        description="Split the warehouse's units into a test holdout of whole videos (or subjects) "
+        "and pretrain / ssl / classifier / finetune, check the split contract and publish the version. "
+        "Unchanged data and parameters write nothing; a failing contract keeps the previous split "
+        "current and says which option to change.")
     p.add_argument("--strategy", choices=("grouped", "row"), default="grouped",
-                   help="grouped: whole videos (or subjects); row: each frame row, as the research code")
+                   help="grouped: whole videos (or subjects); row: each frame row, as the research code "
+                   "(after a test holdout of whole videos)")
     p.add_argument("--mode", choices=("stable", "reshuffle"), default="stable",
                    help="stable: keep earlier assignments; reshuffle: fresh split, new seed, same test holdout")
     p.add_argument("--seed", type=int, help="default: the current split's seed (stable), +1 (reshuffle), 42 first")
-    p.add_argument("--group-by", choices=("video", "subject"), default="video", help="unit of the grouped strategy")
+    p.add_argument("--group-by", choices=("video", "subject"), default="video",
+                   help="grouped: keep each video, or all of a subject's videos, on one side (the unit stays the video)")
     p.add_argument("--pretrain-fraction", type=float, default=0.7, help="unlabelled share of each class")
     p.add_argument("--ssl-fraction", type=float, default=0.7, help="ssl share of the labelled part")
     p.add_argument("--classifier-fraction", type=float, default=0.2, help="classifier share of the labelled part")
     p.add_argument("--finetune-fraction", type=float, default=0.1, help="finetune share of the labelled part")
-    p.add_argument("--test-fraction", type=float, help="test holdout (default 0.15 grouped, 0 row)")
+    p.add_argument("--test-fraction", type=float, help="test holdout share (default: the current split's, "
+                   "0.15 for a first split; 0 with --strategy row: the research code's split exactly, no test metrics)")
     p.add_argument("--class-order", help="comma-separated class order for the row strategy "
                    "(default angry,sad,happy,neutral)")
     p.add_argument("--dry-run", action="store_true", help="compute and check the split, write nothing")

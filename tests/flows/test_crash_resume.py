@@ -34,8 +34,10 @@ def q(home, sql):
 def test_killed_training_resumes_from_its_last_epoch(tmp_path, prefect_server):
     home = tmp_path / "home"
     build_warehouse(home, videos_per_class=8, n_frames=8)
+    # one model (the default ensemble trains 5 on folds, each resumable the same way: tests/tasks/test_train.py)
     args = [str(BIN / "affectflow"), "train", "--epochs", "5", "--no-pretrain", "--no-pseudo-labels",
-            "--no-finetune", "--window", "4", "--patience", "50", "--json"]
+            "--no-finetune", "--window", "4", "--patience", "50", "--ensemble", "1", "--no-select-regularisation",
+            "--json"]
     killed = subprocess.run(args, env=_env(home, prefect_server, "train-epoch@supervised:3=kill"),
                             capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

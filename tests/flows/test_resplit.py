@@ -16,6 +16,7 @@ from data_contracts import CONTRACT_VERSION, FRAMES, LABELS, VIDEOS
 from flows.resplit import ResplitParams, deployment, resplit
 from tasks.publish_split import SplitRejected
 from tasks.split import SplitError
+from tests.research_split import research_split
 from warehouse import Warehouse
 from warehouse.catalog import connect
 from warehouse.writer import rows_to_table, write_atomic
@@ -25,10 +26,13 @@ CLASSES = {"angry": 40, "sad": 30, "happy": 16, "neutral": 12}
 
 
 def write_source(home: Path, key: str, items: list[tuple[str, str | None, str | None]], n_frames: int = 3,
-                 path_of=None) -> Warehouse:
-    """One source's videos, labels and frames. items: (video_id, emotion, subject_id)."""
+                 path_of=None, frame_of=None, no_face: frozenset[str] = frozenset()) -> Warehouse:
+    """One source's videos, labels and frames. items: (video_id, emotion, subject_id).
+    `frame_of(video_id)`: the first frame number (an image row's row number in its CSV);
+    videos in `no_face` have `success` 0 on every frame, as OpenFace writes them."""
     wh = Warehouse(home).init()
     path_of = path_of or (lambda vid: f"/data/{key}/{vid}.mp4")
+    frame_of = frame_of or (lambda vid: 0)
     videos, labels, frames = [], [], []
     for vid, emotion, subject in items:
         videos.append({"source_id": key, "video_id": vid, "path": path_of(vid), "kind": "video",
@@ -38,8 +42,9 @@ def write_source(home: Path, key: str, items: list[tuple[str, str | None, str | 
                        "extracted_at": NOW})
         labels.append({"video_id": vid, "source_id": key, "emotion": emotion, "subject_id": subject,
                        "label_source": "folder" if emotion else "none"})
-        frames += [{"source_id": key, "video_id": vid, "frame": i, "face_id": 0, "timestamp": i / 25,
-                    "success": 1, "confidence": 0.9} for i in range(n_frames)]
+        first = frame_of(vid)
+        frames += [{"source_id": key, "video_id": vid, "frame": first + i, "face_id": 0, "timestamp": i / 25,
+                    "success": 0 if vid in no_face else 1, "confidence": 0.9} for i in range(n_frames)]
     write_atomic(wh.file_for("videos", key), rows_to_table(VIDEOS, videos))
     write_atomic(wh.file_for("labels", key), rows_to_table(LABELS, labels))
     write_atomic(wh.file_for("frames", key), rows_to_table(FRAMES, frames))
@@ -138,7 +143,7 @@ def test_row_strategy_reproduces_the_research_table_from_the_warehouse(af_home: 
     for emotion, n in sizes.items():
         write_source(af_home, emotion, [(f"{emotion}{i:03d}", emotion, None) for i in range(n)], n_frames=1,
                      path_of=lambda vid, e=emotion: f"/data/{e}.csv")
-    result = resplit(ResplitParams(strategy="row", seed=42))
+    result = resplit(ResplitParams(strategy="row", seed=42, test_fraction=0))
     rows = _sql(Warehouse(af_home), f"""SELECT partition, emotion, rows FROM split_summary
         WHERE split_id = '{result['split_id']}'""")
     counts = {(p, e): n for p, e, n in rows}
@@ -148,15 +153,88 @@ def test_row_strategy_reproduces_the_research_table_from_the_warehouse(af_home: 
     assert [counts[("finetune", e)] for e in ("angry", "sad", "neutral", "happy")] == [6, 6, 4, 2]
 
 
+RESEARCH_SIZES = {"angry": 200, "sad": 200, "happy": 45, "neutral": 128}
+
+
+def _research_split(csv_rows: dict[str, list[str]], seed: int = 42) -> dict[str, set[str]]:
+    """The research code's split of one CSV per emotion (`tests/research_split.py`)."""
+    ids = [v for e in csv_rows for v in csv_rows[e]]
+    return research_split(ids, [e for e in csv_rows for _ in csv_rows[e]], seed)
+
+
+def _image_csvs(home: Path, no_face_every: int, sizes: dict[str, int] = RESEARCH_SIZES) -> dict[str, list[str]]:
+    """One OpenFace CSV of images per emotion (a video_id per row, `frame` its row number), every
+    `no_face_every`-th row without a face (`success` 0). Returns each CSV's video ids in file order."""
+    csv_rows = {}
+    for emotion, n in sizes.items():
+        ids = [f"{(i * 7919) % 1000:03d}{emotion}{i}" for i in range(n)]  # id order is not file order
+        row_of = {vid: i for i, vid in enumerate(ids)}
+        write_source(home, emotion, [(vid, emotion, None) for vid in ids], n_frames=1,
+                     path_of=lambda vid, e=emotion: f"/data/{e}.csv", frame_of=row_of.__getitem__,
+                     no_face=frozenset(ids[::no_face_every]))
+        csv_rows[emotion] = ids
+    return csv_rows
+
+
+def test_row_strategy_is_the_research_split_row_for_row_with_no_face_rows(af_home: Path) -> None:
+    csv_rows = _image_csvs(af_home, no_face_every=23)
+    wh = Warehouse(af_home)
+    assert _sql(wh, "SELECT count(*) FROM frames WHERE success = 0") == [(26,)]
+    result = resplit(ResplitParams(strategy="row", seed=42, test_fraction=0))
+    got = _sql(wh, f"SELECT video_id, partition FROM splits WHERE split_id = '{result['split_id']}'")
+    research = _research_split(csv_rows)
+    assert len(got) == sum(RESEARCH_SIZES.values())  # the no-face rows are assigned too
+    assert {p: {v for v, q in got if q == p} for p in research} == research
+    assert len(research["pretrain"]) == 400
+
+
+def test_row_strategy_holds_out_a_stratified_test_set_by_default(af_home: Path) -> None:
+    # happy has 60 rows here: the research's 45 would leave 38 after the holdout, fewer than the 44 its
+    # two stratified splits need, and the class would go to pretrain whole (reported as too small)
+    csv_rows = _image_csvs(af_home, no_face_every=23, sizes={**RESEARCH_SIZES, "happy": 60})
+    result = resplit(ResplitParams(strategy="row", seed=42))
+    wh = Warehouse(af_home)
+    test = dict(_sql(wh, f"""SELECT emotion, count(*) FROM splits WHERE split_id = '{result['split_id']}'
+        AND partition = 'test' GROUP BY 1"""))
+    assert test == {"angry": 30, "sad": 30, "happy": 9, "neutral": 19}  # 15% of each CSV's rows
+    rest = {e: [v for v in ids if v not in _test_ids(wh, result["split_id"])] for e, ids in csv_rows.items()}
+    got = _sql(wh, f"SELECT video_id, partition FROM splits WHERE split_id = '{result['split_id']}' AND partition <> 'test'")
+    research = _research_split(rest)
+    assert {p: {v for v, q in got if q == p} for p in research} == research
+
+
+def _test_ids(wh: Warehouse, split_id: str) -> set[str]:
+    return {v for (v,) in _sql(wh, f"SELECT video_id FROM splits WHERE split_id = '{split_id}' AND partition = 'test'")}
+
+
 def test_group_by_subject_keeps_each_subject_in_one_partition(af_home: Path) -> None:
-    # each subject mostly shows one emotion (its label), sometimes another
-    items = [(f"v{i:03d}", ("angry", "sad", "happy")[i % 40 % 3] if i % 7 else "neutral", f"s{i % 40}")
-             for i in range(240)]
+    # posed data: every subject shows every emotion, so no subject has a meaningful "label"
+    items = [(f"v{i:03d}", ("angry", "sad", "happy", "neutral")[i % 4], f"s{i // 8}") for i in range(240)]
     wh = write_source(af_home, "a", items)
     result = resplit(ResplitParams(group_by="subject"))
     assert result["status"] == "published"
-    per_subject = _sql(wh, "SELECT max(n) FROM (SELECT unit_id, count(DISTINCT partition) n FROM current_split GROUP BY unit_id)")
+    split = f"SELECT s.*, l.subject_id FROM splits s JOIN labels l USING (video_id) WHERE s.split_id = '{result['split_id']}'"
+    per_subject = _sql(wh, f"SELECT max(n) FROM (SELECT subject_id, count(DISTINCT partition) n FROM ({split}) GROUP BY 1)")
     assert per_subject == [(1,)]
+    # the unit stays the video: 240 units, every emotion in every partition, whole subjects in test
+    assert _sql(wh, f"SELECT count(DISTINCT unit_id), count(*) FILTER (WHERE unit_id <> video_id) FROM ({split})") == [(240, 0)]
+    per_partition = _sql(wh, f"SELECT partition, count(DISTINCT emotion), count(DISTINCT subject_id) FROM ({split}) GROUP BY 1")
+    assert {p: n for p, n, _ in per_partition} == {p: 4 for p in ("test", "pretrain", "ssl", "classifier", "finetune")}
+    assert dict((p, s) for p, _, s in per_partition)["test"] == 5  # 15% of 30 subjects: 4.5, the tie to test
+
+
+def test_a_refused_resplit_names_the_option_to_change(af_home: Path) -> None:
+    write_source(af_home, "a", _items())
+    first = resplit(ResplitParams())
+    small_data = {"pretrain_fraction": 0.0, "ssl_fraction": 0.25, "classifier_fraction": 0.5, "finetune_fraction": 0.25}
+    with pytest.raises(SplitRejected, match="--mode reshuffle"):
+        resplit(ResplitParams(**small_data))
+    with pytest.raises(SplitRejected, match="leave out --test-fraction"):
+        resplit(ResplitParams(mode="reshuffle", test_fraction=0.3, **small_data))
+    through = resplit(ResplitParams(mode="reshuffle", **small_data))  # leaving it out keeps the holdout
+    assert through["status"] == "published"
+    wh = Warehouse(af_home)
+    assert _test_ids(wh, through["split_id"]) == _test_ids(wh, first["split_id"])
 
 
 def test_group_by_subject_needs_subject_ids(af_home: Path) -> None:
@@ -195,7 +273,6 @@ def test_two_runs_at_once_make_one_version(af_home: Path) -> None:
     ({"pretrain_fraction": 1.5}, "less than 1"),
     ({"test_fraction": -0.1}, "greater than or equal to 0"),
     ({"group_by": "session"}, "'video' or 'subject'"),
-    ({"strategy": "row", "test_fraction": 0.2}, "no test holdout"),
     ({"strategy": "frames"}, "'grouped' or 'row'"),
 ])
 def test_bad_parameters_are_rejected_by_the_model(params: dict, message: str) -> None:

@@ -11,7 +11,7 @@ from models.multitask import ModelConfig, MultiTaskModel, task_losses
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "transformer"])
 def test_one_batch_forward_backward(kind: str) -> None:
     torch.manual_seed(0)
     model = MultiTaskModel(ModelConfig(kind, n_features=10, n_emotions=4, window=6, hidden=16))
@@ -32,7 +32,7 @@ def test_one_batch_forward_backward(kind: str) -> None:
     assert model.reconstruct(x, mask).shape == x.shape
 
 
-@pytest.mark.parametrize("kind", ["mlp", "transformer"])
+@pytest.mark.parametrize("kind", ["linear", "mlp", "transformer"])
 def test_padded_frames_do_not_change_the_output(kind: str) -> None:
     torch.manual_seed(0)
     encoder = build_encoder(kind, 7, 16, 2, 8, dropout=0.0).eval()

@@ -7,8 +7,6 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.model_selection import train_test_split
-from sklearn.utils import shuffle
 
 from data_contracts.splits import PARTITIONS, Stages
 from tasks.split import (
@@ -22,6 +20,7 @@ from tasks.split import (
     stage_targets,
     unit_labels,
 )
+from tests.research_split import research_split
 
 RESEARCH_CLASSES = {"angry": 200, "sad": 200, "happy": 45, "neutral": 128}
 ROW = SplitSpec(strategy="row", seed=42, stages=Stages(test=0.0))
@@ -36,18 +35,8 @@ def _rows(sizes: dict[str, int]) -> pd.DataFrame:
 
 
 def _research(rows: pd.DataFrame, seed: int = 42) -> dict[str, set[str]]:
-    """The research code, as the issue states it, on a DataFrame of rows."""
-    pretrain, labelled = [], []
-    for emotion in ("angry", "sad", "happy", "neutral"):
-        part = shuffle(rows[rows["label"] == emotion], random_state=seed)
-        k = int(0.7 * len(part))
-        pretrain.append(part[:k])
-        labelled.append(part[k:])
-    lab = pd.concat(labelled)
-    ssl, rest = train_test_split(lab, test_size=0.30, stratify=lab["label"], random_state=seed)
-    classifier, finetune = train_test_split(rest, test_size=0.3333, stratify=rest["label"], random_state=seed)
-    named = {"pretrain": pd.concat(pretrain), "ssl": ssl, "classifier": classifier, "finetune": finetune}
-    return {p: set(frame["unit_id"]) for p, frame in named.items()}
+    """The research code, as the issue states it, on a DataFrame of rows (in source order)."""
+    return research_split(list(rows["unit_id"]), list(rows["label"]), seed)
 
 
 def test_row_strategy_reproduces_the_research_table() -> None:
@@ -188,9 +177,42 @@ def test_bad_label_sets_fail_with_a_message(labels, message) -> None:
         split_grouped(_units(labels), SplitSpec())
 
 
-def test_row_strategy_refuses_a_test_holdout() -> None:
-    with pytest.raises(SplitError, match="no test holdout"):
-        split_rows(_rows(RESEARCH_CLASSES), SplitSpec(strategy="row"))
+def _video_rows(sizes: dict[str, int], frames: int) -> pd.DataFrame:
+    """Frame rows of videos in source order: `frames` rows per video, one emotion per video."""
+    rows = [(f"{c}{v:03d}/{f}/0", c, f"{c}{v:03d}") for c, n in sizes.items() for v in range(n) for f in range(frames)]
+    return pd.DataFrame(rows, columns=["unit_id", "label", "video_id"])
+
+
+def test_row_strategy_holds_out_whole_videos_then_runs_the_research_code_on_the_rest() -> None:
+    rows = _video_rows({"angry": 20, "sad": 20, "happy": 12, "neutral": 14}, frames=5)
+    spec = SplitSpec(strategy="row", seed=7, stages=Stages(test=0.15))
+    units = split_rows(rows, spec).units
+    test = units["partition"] == "test"
+    per_video = rows.assign(test=test.to_numpy()).groupby("video_id")["test"].nunique()
+    assert (per_video == 1).all()  # no video on both sides
+    videos = rows.assign(test=test.to_numpy()).drop_duplicates("video_id")
+    assert videos[videos["test"]].groupby("label").size().to_dict() == {"angry": 3, "sad": 3, "happy": 2, "neutral": 2}
+    # the non-test rows are exactly the research code's split of those rows (in source order)
+    rest = rows[~test.to_numpy()].reset_index(drop=True)
+    for partition, members in _research(rest, seed=7).items():
+        assert set(units.loc[units["partition"] == partition, "unit_id"]) == members
+
+
+def test_row_strategy_with_test_fraction_zero_is_the_research_split() -> None:
+    rows = _rows({**RESEARCH_CLASSES, "happy": 60})
+    units = split_rows(rows, SplitSpec(strategy="row", seed=42, stages=Stages(test=0.15))).units
+    assert units[units["partition"] == "test"]["label"].value_counts().to_dict() == {
+        "angry": 30, "sad": 30, "neutral": 19, "happy": 9}  # 15% of each class
+    zero = split_rows(rows, ROW).units
+    assert "test" not in set(zero["partition"])
+
+
+def test_a_class_too_small_for_the_research_code_after_the_holdout_goes_to_pretrain_reported() -> None:
+    # 45 happy rows: 38 after a 15% holdout, fewer than the 44 the two stratified splits need
+    result = split_rows(_rows(RESEARCH_CLASSES), SplitSpec(strategy="row", seed=42, stages=Stages(test=0.15)))
+    assert result.small_classes == {"happy": 45}
+    happy = result.units[result.units["label"] == "happy"]
+    assert (happy["partition"] == "pretrain").all()
 
 
 @given(totals=st.lists(st.integers(0, 10_000), min_size=1, max_size=8),
