@@ -9,8 +9,8 @@ every layer, same frames, same run, one process:
   raw           the library call a user would write: OpenCV decode + MediaPipe
                 `FaceLandmarker.detect_for_video` (same options); `pandas.read_csv` for the CSVs
   extractor     our extractor's `extract()`: + mapping to the contract (68 points, pose, blendshapes)
-  process_item  + content hash, probe, contract validation, Parquet write, videos/labels commit
-  flow          `build-features` called in-process against a private Prefect server, wall clock,
+  flow          `build-features` called in-process (+ content hash, probe, contract validation,
+                Parquet write, videos/labels commit, Prefect task runs) against a private Prefect server, wall clock,
                 workers=1 and workers=2 (the default)
   raw, 2 threads  the raw call on two threads, one video each: what a user's own parallel script
                 would get, the fair baseline for the default flow
@@ -102,22 +102,6 @@ def extractor_only(name: str, items: list, validate: bool = False, counts: dict 
     return rows
 
 
-def process_items(name: str, items: list, source: Path) -> int:
-    from data_contracts import load_emotion_map
-    from tasks.extract import BuildContext, process_item
-    from tasks.extractors.base import ExtractOptions
-    from warehouse import Warehouse
-
-    home = scratch_dir("home")
-    Warehouse(home).init()
-    ctx = BuildContext(home, name, _options(name), ExtractOptions(), source, load_emotion_map(), None, "bench")
-    results = [process_item(item, ctx) for item in items]
-    bad = [r for r in results if r.status != "loaded"]
-    if bad:
-        raise SystemExit(f"process_item: {bad[0].path} {bad[0].status}: {bad[0].reason}")
-    return sum(r.frames for r in results)
-
-
 def flow_run(name: str, source: Path, workers: int) -> int:
     from flows.build_features import build_features
 
@@ -136,7 +120,7 @@ DEFAULT = "flow, workers=2 (default)"
 PARALLEL_RAW = "raw, 2 threads"
 # the target's two sides (+ the serial flow and the extractor) run `repeat` times
 REPEATED = ("raw", "extractor", "flow, workers=1", DEFAULT)
-LAYERS = ("raw", "extractor", "+ validation", "process_item", "flow, workers=1", DEFAULT, PARALLEL_RAW)
+LAYERS = ("raw", "extractor", "+ validation", "flow, workers=1", DEFAULT, PARALLEL_RAW)
 
 
 def measure_layers(name: str, files: list[Path], raw: Callable[[list[Path]], int], args) -> dict:
@@ -149,7 +133,6 @@ def measure_layers(name: str, files: list[Path], raw: Callable[[list[Path]], int
         "raw": lambda: raw(files),
         "extractor": lambda: extractor_only(name, items),
         "+ validation": lambda: extractor_only(name, items, validate=True, counts=counts),
-        "process_item": lambda: process_items(name, items, source),
     }
     if not args.skip_flow:
         runs["flow, workers=1"] = lambda: flow_run(name, source, 1)
@@ -225,7 +208,7 @@ def warm_up(flow: bool) -> None:
     if flow:
         flow_run("openface-csv", single, 1)
     else:
-        process_items("openface-csv", [_item(single / "single_face.csv")], single)
+        extractor_only("openface-csv", [_item(single / "single_face.csv")], validate=True)
 
 
 def _item(path: Path):
@@ -237,7 +220,7 @@ def _item(path: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs of raw and the serial flow (best kept)")
-    parser.add_argument("--skip-flow", action="store_true", help="no Prefect server: raw, extractor, process_item only")
+    parser.add_argument("--skip-flow", action="store_true", help="no Prefect server: raw, extractor, + validation only")
     args = parser.parse_args()
     header("Extraction throughput: raw library call vs each layer of affectflow (same frames, same run)")
     videos, csvs = sample_files("mediapipe"), sample_files("openface-csv")
