@@ -28,13 +28,13 @@ from prefect.states import Failed
 from pydantic import Field
 
 from affectflow.settings import load_settings
-from data_contracts import CONTRACT_VERSION, load_emotion_map
+from tasks.build_plan import early_results, prepare, run_summary, unchanged
 from tasks.errors import SetupError, TransientError
 from tasks.extract import BuildContext, ItemResult, close_extractors, process_unit
-from tasks.extractors import CHOICES, KINDS, get_extractor, resolve_auto
+from tasks.extractors import CHOICES
 from tasks.extractors.base import ExtractOptions
 from tasks.faults import failpoint
-from tasks.labels import Manifest, read_manifest, resolve_label
+from tasks.labels import Manifest
 from tasks.load import (
     link_duplicate,
     now,
@@ -44,18 +44,16 @@ from tasks.load import (
     relabel,
     release,
     relink,
-    stored_label,
     sweep_orphans,
     unlink_duplicate,
 )
-from tasks.media import MediaItem, discover, display_path, extensions, source_base
-from tasks.plan import Plan, PlanInputs, Unit, make_plan
+from tasks.media import display_path
+from tasks.plan import Plan, Unit
 from tasks.progress import progress_bar
 from tasks.run_registry import active_run, mark_crashed
 from tasks.validate import preload as preload_validation
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
-from warehouse.inventory import inventory
 from warehouse.storage import StorageError
 
 ExtractorName = Literal["auto", "mediapipe", "openface-csv", "openface", "pyfeat"]
@@ -86,15 +84,6 @@ def _retry_transient(task, task_run, state) -> bool:
 def extract_unit(unit: Unit, ctx: BuildContext) -> list[dict[str, Any]]:
     """One video, or one shard of small items, into the warehouse (`tasks.extract.process_unit`)."""
     return process_unit(unit, ctx)
-
-
-def routes_for(extractor: str, kinds: set[str], models_dir: Path) -> dict[str, str]:
-    """Which extractor reads each kind of file. `auto` sends OpenFace CSVs to `openface-csv` and
-    videos and images to py-feat (weights installed) or MediaPipe, in one run."""
-    if extractor != "auto":
-        return dict.fromkeys(KINDS[extractor], extractor)
-    media = resolve_auto("auto", kinds - {"csv"} or {"video"}, models_dir)
-    return {"video": media, "image": media, "csv": "openface-csv"}
 
 
 def _task_runner(kind: str, workers: int, dask_address: str | None):
@@ -160,41 +149,14 @@ def _results_of(future, unit: Unit) -> list[dict]:
                            kind=m.item.kind).to_dict() for m in unit.members]
 
 
-def _labels_for(source: str, labels: str | None, emotions) -> tuple[Manifest | None, Path | None]:
-    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
-    root = Path(source).expanduser().absolute()
-    return manifest, root if root.is_dir() else None
-
-
-def _plan_inputs(wh: Warehouse, routes: dict[str, str], ctx: BuildContext, manifest: Manifest | None,
-                 root: Path | None, emotions, relabel_all: bool, workers: int) -> PlanInputs:
-    keys = {name: f"{get_extractor(name, **ctx.extractor_options.get(name, {})).config_hash(ctx.options)}"
-                  f"|{CONTRACT_VERSION}" for name in set(routes.values())}
-    stored: dict[tuple[str, str], Any] = {}
-
-    def stored_of(held):
-        if (held.key, held.source_id) not in stored:
-            stored[held.key, held.source_id] = stored_label(wh, held.key, held.source_id)
-        return stored[held.key, held.source_id]
-
-    return PlanInputs(
-        routes=routes, cache_keys=keys,
-        label_of=lambda path: resolve_label(path, root, emotions, manifest),
-        has_manifest_row=lambda path: manifest is not None and path in manifest.rows,
-        stored_label=stored_of, force=ctx.force, relabel=relabel_all, workers=workers)
-
-
 def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, str], routes: dict[str, str],
                  source_root: Path | None) -> list[dict]:
     """What the plan settles without extraction: bad files, links, moves, relabels, drops."""
-    results = []
     for e in plan.early:
         if e.status == "quarantined" and e.record:
             key = cache_keys.get(routes.get(e.kind or "", ""))
             quarantine_item(wh, e.path, e.stage or "extract", e.reason or "", run_id, e.source_id, e.stat, key,
                             source_root)
-        results.append(ItemResult(display_path(e.path), e.status, e.source_id, stage=e.stage, reason=e.reason,
-                                  kind=e.kind).to_dict())
     for link in plan.links:
         link_duplicate(wh, link.path, link.source_id, link.same_as, link.stat.bytes, link.stat.mtime_ns, run_id,
                        link.label_conflict)
@@ -211,7 +173,7 @@ def _apply_early(wh: Warehouse, plan: Plan, run_id: str, cache_keys: dict[str, s
     for path in plan.unlink:
         unlink_duplicate(wh, path)
     release(wh, plan.drops, plan.promotions)
-    return results
+    return early_results(plan)
 
 
 def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str, source_root: Path | None) -> None:
@@ -222,22 +184,6 @@ def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str, 
                 quarantine_item(wh, m.item.path, "failed", next(r["reason"] for r in results
                                 if r["source_id"] == m.source_id), run_id, m.source_id, source_root=source_root)
                 release(wh, list(m.replaces), list(m.promote))
-
-
-def _summary(results: list[dict], seconds: float, ignored: list[str]) -> dict[str, Any]:
-    status = Counter(r["status"] for r in results)
-    frames = sum(r["frames"] for r in results)
-    faces = sum(r["face_frames"] for r in results)
-    reasons = Counter(r["reason"] for r in results if r["status"] in ("quarantined", "failed"))
-    return {
-        "items": len(results), "loaded": status["loaded"], "skipped": status["skipped"],
-        "duplicates": status["duplicate"], "quarantined": status["quarantined"], "failed": status["failed"],
-        "frames": frames, "face_rate": round(faces / frames, 4) if frames else None,
-        "frames_per_s": round(frames / seconds, 2) if frames and seconds > 0 else None,
-        "seconds": round(seconds, 2), "quarantine_reasons": dict(reasons.most_common(10)),
-        "partial": [{"path": r["path"], "note": r["reason"]} for r in results if r.get("partial")],
-        "ignored": len(ignored), "ignored_examples": ignored[:5],
-    }
 
 
 @flow(name="build-features", log_prints=True, validate_parameters=True)
@@ -288,59 +234,29 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
     removed = sweep_orphans(wh)
     if removed:
         logger.warning("removed %d leftovers of an interrupted run", removed)
-    found = discover(source)
-    routes = routes_for(extractor, {i.kind for i in found.items}, settings.models_dir)
-    items = [i for i in found.items if i.kind in routes]
-    ignored = [display_path(p) for p in found.others] + [display_path(i.path) for i in found.items if i.kind not in routes]
-    if not items:
-        raise SetupError(_nothing_to_read(found.where, extractor, found.items, found.others))
-    extra = {"num_faces": num_faces}
-    ctx = BuildContext(settings.home, {n: (extra if n in ("mediapipe", "pyfeat") else {}) for n in set(routes.values())},
-                       options, run_id, force, settings.warehouse_url, source_base(source))
-    for name in sorted(set(routes.values())):
-        get_extractor(name, **ctx.extractor_options[name]).check_ready()
-    emotions = load_emotion_map(settings.emotion_map)
-    manifest, root = _labels_for(source, labels, emotions)
-    bad_rows = _manifest_problems(wh, manifest, run_id)
-    items = [i for i in items if not manifest or i.path not in {p for p, _ in manifest.problems}]
-    logger.info("%d files from %s: %s", len(items), source,
-                ", ".join(f"{k} -> {v}" for k, v in sorted(routes.items()) if any(i.kind == k for i in items)))
-    if ignored:
-        logger.warning("ignored %d files no chosen extractor reads, e.g. %s", len(ignored), ", ".join(ignored[:3]))
-    inputs = _plan_inputs(wh, routes, ctx, manifest, root, emotions, relabel_all, workers)
-    plan = make_plan(items, inventory(wh, fresh=True), inputs)
+    p = prepare(wh, settings, source, labels, extractor, options, num_faces, workers, force, relabel_all, run_id)
+    bad_rows = _manifest_problems(wh, p.manifest, run_id)
+    logger.info("%d files from %s: %s", len(p.items), source,
+                ", ".join(f"{k} -> {v}" for k, v in sorted(p.routes.items()) if any(i.kind == k for i in p.items)))
+    if p.ignored:
+        logger.warning("ignored %d files no chosen extractor reads, e.g. %s", len(p.ignored), ", ".join(p.ignored[:3]))
+    plan = p.plan
     logger.info("plan: %d to extract in %d units, %d unchanged", plan.members, len(plan.units), len(plan.early))
-    results = bad_rows + _apply_early(wh, plan, run_id, inputs.cache_keys, routes, ctx.source_root)
+    changed = not unchanged(p)
+    results = bad_rows + _apply_early(wh, plan, run_id, p.inputs.cache_keys, p.routes, p.ctx.source_root)
     if plan.units:
         preload_validation()  # Great Expectations loads while the first frames are extracted
     try:
-        results += _run_units(plan.units, ctx, workers, _task_runner(task_runner, workers, dask_address),
+        results += _run_units(plan.units, p.ctx, workers, _task_runner(task_runner, workers, dask_address),
                               plan.members)
     finally:
         close_extractors()
-    _settle_failed(wh, plan, results, run_id, ctx.source_root)
+    _settle_failed(wh, plan, results, run_id, p.ctx.source_root)
     _quarantine_artifact(results)
     _items_artifact(results)
     failpoint("flow-end")
-    used = sorted({routes[i.kind] for i in items})
-    return {"run_id": run_id, "extractor": "+".join(used),
-            **_summary(results, time.perf_counter() - t0, ignored), "warehouse_changed": _changed(plan, bad_rows)}
-
-
-def _changed(plan: Plan, bad_rows: list[dict]) -> bool:
-    """Whether this run wrote anything but its `runs` row (a re-run over unchanged files does not)."""
-    return bool(plan.units or plan.links or plan.relinks or plan.relabels or plan.drops or plan.promotions
-                or plan.unlink or plan.restats or bad_rows or any(e.status == "quarantined" and e.record for e in plan.early))
-
-
-def _nothing_to_read(where: str, extractor: str, items: list[MediaItem], others: list[Path]) -> str:
-    kinds = Counter(i.kind for i in items)
-    if kinds and extractor != "auto":
-        found = ", ".join(f"{n} {k} file(s)" for k, n in kinds.items())
-        return (f"nothing in {where} that the {extractor} extractor reads ({' '.join(extensions(KINDS[extractor]))}); "
-                f"found {found}: choose another --extractor, or auto")
-    return f"no media found in {where} (looked for {' '.join(extensions(('video', 'image', 'csv')))})" + (
-        f"; {len(others)} other files there" if others else "")
+    return {"run_id": run_id, "extractor": p.extractor,
+            **run_summary(results, time.perf_counter() - t0, p.ignored), "warehouse_changed": changed, "flow_run": True}
 
 
 def _manifest_problems(wh: Warehouse, manifest: Manifest | None, run_id: str) -> list[dict]:
@@ -365,7 +281,7 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
     create_table_artifact(
         key="build-features-summary",
         table=[{k: v for k, v in summary.items()
-                if k not in ("quarantine_reasons", "partial", "ignored_examples", "warehouse_changed")}],
+                if k not in ("quarantine_reasons", "partial", "ignored_examples", "warehouse_changed", "flow_run")}],
         description="build-features summary",
     )
     if summary["warehouse_changed"] or not wh.catalog_path.exists():  # a no-op re-run costs no more

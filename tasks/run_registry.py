@@ -51,6 +51,11 @@ def _safe(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
 
 
+def any_recorded(home: Path) -> bool:
+    """Whether a run is in progress here or was killed before it finished (read only)."""
+    return any(_dir(home).glob("*.json"))
+
+
 def crashed_runs(home: Path) -> list[dict]:
     """Records of runs on this host whose process is gone (their files are removed)."""
     found = []

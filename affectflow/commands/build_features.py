@@ -69,6 +69,10 @@ def _run_flow(params: dict, as_json: bool) -> int:
         build_features.validate_parameters(params)  # bad values: refused without a flow run
     except Exception as exc:
         return fail(f"bad parameters: {parameter_error(exc) or exc}")
+    summary = _nothing_to_do(params)
+    if summary is not None:
+        print_summary(summary, as_json=as_json)
+        return 0
     try:
         summary = build_features(**params)
     except FailedRun as exc:  # the run stopped with a reason (its Prefect state message)
@@ -83,6 +87,38 @@ def _run_flow(params: dict, as_json: bool) -> int:
     return 0
 
 
+def _nothing_to_do(params: dict) -> dict | None:
+    """The summary of a re-run that would change nothing (every file unchanged, the manifest
+    clean, no interrupted run to settle), planned without a flow run; None when there is work,
+    or anything to report that the flow handles (it plans again, and writes)."""
+    if params["force"]:
+        return None
+    import time
+
+    from affectflow.settings import load_settings
+    from tasks.build_plan import early_results, prepare, run_summary, unchanged
+    from tasks.extractors.base import ExtractOptions
+    from tasks.run_registry import any_recorded
+    from warehouse import Warehouse
+
+    t0 = time.perf_counter()
+    try:
+        settings = load_settings()
+        wh = Warehouse(settings.home)
+        if not wh.catalog_path.exists() or any_recorded(settings.home):  # the flow settles those
+            return None
+        options = ExtractOptions(fps=params["fps"], max_frames=params["max_frames"],
+                                 min_confidence=params["min_confidence"])
+        p = prepare(wh, settings, params["source"], params["labels"], params["extractor"], options,
+                    params["num_faces"], params["workers"], False, params["relabel"], "check")
+    except Exception:  # the flow run reports it, with its reason
+        return None
+    if not unchanged(p):
+        return None
+    summary = run_summary(early_results(p.plan), time.perf_counter() - t0, p.ignored)
+    return {"run_id": None, "extractor": p.extractor, **summary, "warehouse_changed": False, "flow_run": False}
+
+
 def print_summary(summary: dict, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
@@ -93,6 +129,8 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
     line = f"build-features ({summary['extractor']}): {summary['items']} files — {', '.join(parts)}"
     if summary["frames"]:
         line += f"; {summary['frames']} frames, face rate {summary['face_rate']}, {summary['frames_per_s']} frames/s"
+    elif summary.get("flow_run") is False:
+        line += "; nothing changed since the last run, so no flow run (--force re-extracts)"
     else:
         line += "; nothing new to extract"
     print(line)

@@ -29,13 +29,12 @@ OpenFace; the AUs it does not estimate stay null).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mediapipe as mp
 import numpy as np
 import pyarrow as pa
-from mediapipe.tasks.python import BaseOptions, vision
 
 from affectflow.settings import load_settings
 from data_contracts.tables import blendshape_column
@@ -45,6 +44,9 @@ from tasks.extractors.tracking import Box, IouTracker
 from tasks.media import Frame, MediaItem, iter_frames
 from tasks.model_files import MODEL_FILES, ensure_model_file
 from tasks.native_logs import capturing
+
+if TYPE_CHECKING:
+    from mediapipe.tasks.python import vision
 
 MODEL = "mediapipe-face-landmarker"
 MAP_VERSION = "1"
@@ -160,7 +162,7 @@ class MediaPipeExtractor(Extractor):
     @property
     def version(self) -> str:
         au = f"+au{self.estimate.version}" if self.estimate else ""
-        return f"{mp.__version__}+face_landmarker-{MODEL_FILES[MODEL].sha256[:12]}+map{MAP_VERSION}{au}"
+        return f"{dist_version('mediapipe')}+face_landmarker-{MODEL_FILES[MODEL].sha256[:12]}+map{MAP_VERSION}{au}"
 
     def config(self) -> dict[str, Any]:
         detection, presence, tracking = self.thresholds
@@ -177,10 +179,13 @@ class MediaPipeExtractor(Extractor):
             self._model_path = ensure_model_file(MODEL, self.models_dir, self.offline)
         return self._model_path
 
-    def _landmarker(self, mode: vision.RunningMode) -> vision.FaceLandmarker:
+    def _landmarker(self, mode: str) -> vision.FaceLandmarker:
+        # imported here: mediapipe's vision package loads matplotlib, ~1 s a run that only plans pays for nothing
+        from mediapipe.tasks.python import BaseOptions, vision
+
         detection, presence, tracking = self.thresholds
         options = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(self.model_path())), running_mode=mode,
+            base_options=BaseOptions(model_asset_path=str(self.model_path())), running_mode=vision.RunningMode[mode],
             num_faces=self.num_faces, min_face_detection_confidence=detection,
             min_face_presence_confidence=presence, min_tracking_confidence=tracking,
             output_face_blendshapes=True, output_facial_transformation_matrixes=True)
@@ -191,10 +196,10 @@ class MediaPipeExtractor(Extractor):
                 meta: ItemMeta) -> Iterator[pa.RecordBatch]:
         if item.kind != "video":  # still images: one landmarker (one model load) for them all
             if self._image_landmarker is None:
-                self._image_landmarker = self._landmarker(vision.RunningMode.IMAGE)
+                self._image_landmarker = self._landmarker("IMAGE")
             yield from self._rows(self._image_landmarker, False, item, source_id, options, meta)
             return
-        landmarker = self._landmarker(vision.RunningMode.VIDEO)  # tracks across one video's frames
+        landmarker = self._landmarker("VIDEO")  # tracks across one video's frames
         try:
             yield from self._rows(landmarker, True, item, source_id, options, meta)
         finally:
@@ -206,7 +211,7 @@ class MediaPipeExtractor(Extractor):
     def add_image(self, rgb: np.ndarray, video_id: str, source_id: str, builder: FrameBatchBuilder) -> None:
         """One decoded still image's rows into a shard's `builder` (IMAGE mode, one landmarker)."""
         if self._image_landmarker is None:
-            self._image_landmarker = self._landmarker(vision.RunningMode.IMAGE)
+            self._image_landmarker = self._landmarker("IMAGE")
         faces = _detect(self._image_landmarker, Frame(0, 0.0, rgb), None, self.estimate)
         if not faces:
             builder.add(video_id, 0, 0, 0.0, False, None, source_id=source_id)
@@ -250,6 +255,8 @@ def _flushed(builder: FrameBatchBuilder) -> Iterator[pa.RecordBatch]:
 def _detect(landmarker: vision.FaceLandmarker, frame: Frame, timestamp_ms: int | None,
             estimate: AuEstimate | None = None) -> list[tuple[Box, dict[str, float]]]:
     """Run the landmarker on one RGB frame; one (box, features) per face found."""
+    import mediapipe as mp
+
     image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame.rgb))
     if timestamp_ms is None:
         result = landmarker.detect(image)

@@ -59,7 +59,7 @@ def test_build_features_on_s3_matches_a_local_run(s3_env, shared_dir, tmp_path):
     assert _build(source, local_env)["loaded"] == 5
     assert _build(source, env)["loaded"] == 5
     assert not (tmp_path / "machine_a" / "parquet").exists()  # the data went to the bucket only
-    assert len(_objects(bucket, "frames")) == 5 + 1  # one object per item, plus the schema seed
+    assert len(_objects(bucket, "frames")) == 1 + 1  # the five small files are one shard, plus the schema seed
     expected = _query(PER_VIDEO, local_env)
     assert sum(r["n"] for r in expected) == OPENFACE_FRAMES
     assert _query(PER_VIDEO, env) == expected
@@ -67,10 +67,10 @@ def test_build_features_on_s3_matches_a_local_run(s3_env, shared_dir, tmp_path):
 
     stored = {t: _objects(bucket, t) for t in ("frames", "videos", "labels", "quarantine")}
     again = _build(source, env)
-    assert (again["loaded"], again["skipped"], again["quarantined"]) == (0, 5, 0)
+    assert (again["loaded"], again["skipped"], again["quarantined"], again["flow_run"]) == (0, 5, 0, False)
     assert {t: _objects(bucket, t) for t in stored} == stored  # same objects, same bytes
     assert _query(PER_VIDEO, env) == expected
-    assert _query("select count(*) n from runs", env) == [{"n": 2}]
+    assert _query("select count(*) n from runs", env) == [{"n": 1}]  # nothing to do: no flow run
 
 
 def test_another_machine_rebuilds_the_catalog_from_the_objects(s3_env, shared_dir, tmp_path):

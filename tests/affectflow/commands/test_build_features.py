@@ -1,0 +1,49 @@
+"""`affectflow build-features` as a user runs it: a re-run with nothing to do answers without a flow run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+
+def _build(source: Path, env: dict, *extra: str) -> dict:
+    result = run_cli(["affectflow", "build-features", str(source), "--json", *extra], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _runs(env: dict) -> list[dict]:
+    result = run_cli(["affectflow", "query", "select loaded, skipped from runs order by started_at", "--format", "json"], env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_rerun_with_nothing_to_do_starts_no_flow_run(prefect_server, shared_dir, tmp_path):
+    media = tmp_path / "media"
+    shutil.copytree(shared_dir / "fixtures/openface/mode_A", media)
+    env = {**os.environ, **prefect_server, "AFFECTFLOW_HOME": str(tmp_path / "home")}
+    first = _build(media, env)
+    assert (first["loaded"], first["flow_run"]) == (5, True)
+
+    again = _build(media, env)
+    assert (again["loaded"], again["skipped"], again["flow_run"], again["run_id"]) == (0, 5, False, None)
+    text = run_cli(["affectflow", "build-features", str(media)], env)
+    assert "nothing changed since the last run, so no flow run" in text.stdout
+    assert _runs(env) == [{"loaded": 5, "skipped": 0}]  # no row for either re-run
+
+    os.utime(media / "single_face.csv")  # same bytes, new time: the flow records it (and reads nothing)
+    touched = _build(media, env)
+    assert (touched["loaded"], touched["skipped"], touched["flow_run"]) == (0, 5, True)
+    assert _build(media, env)["flow_run"] is False  # recorded once, then quiet again
+
+    forced = _build(media, env, "--force")
+    assert forced["loaded"] == 5
+    lines = (media / "single_face.csv").read_text().splitlines()
+    (media / "single_face.csv").write_text("\n".join(lines[:11]) + "\n")
+    changed = _build(media, env)
+    assert (changed["loaded"], changed["skipped"], changed["flow_run"]) == (1, 4, True)
+    assert [r["loaded"] for r in _runs(env)] == [5, 0, 5, 1]
