@@ -29,6 +29,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
 from tasks import evaluate as ev
 from tasks import train as tr
@@ -62,32 +63,33 @@ class Task(StrEnum):
 
 
 class TrainParams(BaseModel):
-    """The training run's settings (the form in the Prefect UI)."""
+    """The training run's settings: every field is one control of the train/default run form."""
 
     model_config = ConfigDict(extra="forbid")
 
     split_id: str = Field("current", pattern=r"^[A-Za-z0-9_.=:-]{1,200}$",
-                          description="Split version to train on; `current` is the latest published one")
-    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction) on pretrain + ssl units")
-    supervised: bool = Field(True, description="Supervised multitask training on the classifier partition")
-    pseudo_labels: bool = Field(True, description="Pseudo-label ssl units above the threshold for fine-tuning")
-    finetune: bool = Field(True, description="Fine-tuning on the finetune partition")
-    encoder: Encoder = Field(Encoder.mlp, description="Shared encoder over a window of frames")
-    epochs: int = Field(30, ge=1, le=1000, description="Most epochs per stage (early stopping may end sooner)")
-    batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch")
-    learning_rate: float = Field(1e-3, gt=0, le=1.0)
-    weight_decay: float = Field(1e-4, ge=0, le=1.0)
-    loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined")
-    tasks: list[Task] = Field(default_factory=lambda: list(Task), min_length=1, description="Tasks trained")
-    pseudo_label_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Least predicted probability for a pseudo-label")
-    window: int = Field(16, ge=1, le=512, description="Frames per window")
-    hidden: int = Field(64, ge=8, le=2048, description="Encoder width")
-    patience: int = Field(8, ge=1, le=1000, description="Epochs without validation improvement before stopping")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    max_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60, description="Training stops after this many minutes")
-    device: Device = Field(Device.auto, description="auto uses the GPU when there is one")
+                          description="Split version to train on (see `affectflow splits`); current: the latest published one, e.g. current")
+    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction) on pretrain + ssl units, e.g. true")
+    supervised: bool = Field(True, description="Supervised multitask training on the classifier partition, e.g. true")
+    pseudo_labels: bool = Field(True, description="Pseudo-label ssl units above pseudo_label_threshold for fine-tuning, e.g. true")
+    finetune: bool = Field(True, description="Fine-tuning on the finetune partition (plus pseudo-labels), e.g. true")
+    encoder: Encoder = Field(Encoder.mlp, description="Shared encoder over a window of frames: mlp (fast) or transformer, e.g. mlp")
+    epochs: int = Field(30, ge=1, le=1000, description="Most epochs per stage (epochs, 1-1000; early stopping may end sooner), e.g. 30")
+    batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch (windows, 1-8192), e.g. 64")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate (per step, 0-1), e.g. 0.001")
+    weight_decay: float = Field(1e-4, ge=0, le=1.0, description="AdamW weight decay (0-1), e.g. 0.0001")
+    loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined: fixed weights, uncertainty (learned), gradnorm, e.g. fixed")
+    tasks: list[Task] = Field(default_factory=lambda: list(Task), min_length=1, description="Tasks trained (heads of the model), e.g. [emotion, stress]")
+    pseudo_label_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Least predicted probability (0-1) for a pseudo-label, e.g. 0.6")
+    window: int = Field(16, ge=1, le=512, description="Frames per window (frames, 1-512), e.g. 16")
+    hidden: int = Field(64, ge=8, le=2048, description="Encoder width (units per layer, 8-2048), e.g. 64")
+    patience: int = Field(8, ge=1, le=1000, description="Epochs without validation improvement before a stage stops (epochs), e.g. 8")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed of weights and batches (integer), e.g. 0")
+    max_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60, description="Training stops after this many minutes (minutes, up to 10080), e.g. 60")
+    device: Device = Field(Device.auto, description="Where to train: auto (the GPU when there is one), cpu or cuda, e.g. auto")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$",
-                               description="Resume this earlier run (same directory) instead of starting a new one")
+                               description="Resume this earlier run (its directory under runs/) instead of starting a new one, e.g. "
+                               "train-20260101-120000-ab12cd; empty: a new run")
 
     @model_validator(mode="after")
     def _trains_something(self) -> TrainParams:
@@ -195,7 +197,11 @@ def new_run_id() -> str:
 
 @flow(name="train", validate_parameters=True)
 def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic default is immutable here
-    """Train the multitask model on a split and evaluate it (and the baselines) on its test holdout."""
+    """Train the multitask model on a split and evaluate it (and the baselines) on its test holdout.
+
+    Args:
+        params: The training run's settings (split, stages, model size, epochs, time limit); each field says its unit and an example
+    """
     logger = get_run_logger()
     settings = load_settings()
     wh = Warehouse(settings.home).init()
@@ -233,12 +239,12 @@ def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic
 
 
 def deployment():
-    return train.to_deployment(
+    return apply_form_schema(train.to_deployment(
         name="default",
         description="Pretrain, train and fine-tune the multitask affect model on a split; evaluate on its test holdout.",
         tags=["affectflow"],
         enforce_parameter_schema=True,
-    )
+    ))
 
 
 __all__ = ["TrainParams", "deployment", "train"]
