@@ -162,7 +162,10 @@ def _results_of(future, unit: Unit) -> list[dict]:
 
 
 def _labels_for(source: str, labels: str | None, emotions) -> tuple[Manifest | None, Path | None]:
-    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
+    try:
+        manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
+    except ValueError as exc:  # no such file, not a CSV, no `path` column: the run stops saying so
+        raise SetupError(str(exc)) from None
     root = Path(source).expanduser().absolute()
     return manifest, root if root.is_dir() else None
 
@@ -388,13 +391,24 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
     )
     if summary["warehouse_changed"] or not wh.catalog_path.exists():  # a no-op re-run costs no more
         _publish(wh)
-    logger.info(
-        "done: %d files, %d loaded, %d skipped (already loaded), %d duplicates, %d quarantined, %d failed; "
-        "%d frames, face rate %s, %s frames/s", summary["items"], summary["loaded"], summary["skipped"],
-        summary["duplicates"], summary["quarantined"], summary["failed"], summary["frames"],
-        summary["face_rate"], summary["frames_per_s"])
+    logger.info("done: %s", summary_line(summary))
     for reason, count in summary["quarantine_reasons"].items():
         logger.warning("quarantined %d item(s): %s", count, reason)
+
+
+def summary_line(summary: dict) -> str:
+    """What a run did, in one line: counts, then frames and face rate, or why there were none
+    (`nothing new: 5 files unchanged`, never `face rate None`)."""
+    parts = [f"{summary['loaded']} loaded", f"{summary['skipped']} already loaded"]
+    parts += [f"{summary[k]} {k}" for k in ("duplicates", "quarantined", "failed") if summary.get(k) or k == "quarantined"]
+    line = f"{summary['items']} files — {', '.join(parts)}"
+    if summary["frames"]:
+        return line + (f"; {summary['frames']} frames, face rate {summary['face_rate']:.3g}, "
+                       f"{summary['frames_per_s']:.3g} frames/s")
+    unchanged = summary["skipped"] + summary["duplicates"]
+    if unchanged == summary["items"]:
+        return line + f"; nothing new: {unchanged} files unchanged"
+    return line + "; no frames extracted"
 
 
 def _publish(wh: Warehouse) -> None:
