@@ -403,7 +403,7 @@ def summary_line(summary: dict) -> str:
     parts += [f"{summary[k]} {k}" for k in ("duplicates", "quarantined", "failed") if summary.get(k) or k == "quarantined"]
     line = f"{summary['items']} files — {', '.join(parts)}"
     if summary["frames"]:
-        return line + (f"; {summary['frames']} frames, face rate {summary['face_rate']:.3g}, "
+        return line + (f"; {summary['frames']} frames, face rate {summary['face_rate']:.1%}, "
                        f"{summary['frames_per_s']:.3g} frames/s")
     unchanged = summary["skipped"] + summary["duplicates"]
     if unchanged == summary["items"]:

@@ -12,6 +12,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
+from tasks.features import column_mean_std
+
 METRIC_TASKS = ("emotion", "stress", "valence", "arousal")
 
 
@@ -83,7 +85,7 @@ def majority_baseline(prepared) -> dict:
     _, emotion, stress, va = _labelled_training(prepared)
     test = prepared.parts["test"]
     n = len(test)
-    mean_va = np.nan_to_num(np.nanmean(va, 0)) if np.isfinite(va).any() else np.zeros(2)
+    mean_va = column_mean_std(np.asarray(va, np.float64).reshape(-1, 2))[0]
     return score(test, np.full(n, _most_common(emotion)), np.full(n, _most_common(stress)),
                  np.tile(mean_va, (n, 1)), len(prepared.emotions))
 

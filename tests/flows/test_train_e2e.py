@@ -47,6 +47,7 @@ def test_train_deployment_runs_from_the_api(served: dict) -> None:
     assert response.status_code == 201, response.text
     run = _wait(api, response.json()["id"])
     assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert "RuntimeWarning" not in (home / "serve.log").read_text()  # the run's output, as `serve` printed it
 
     con = connect(Warehouse(home))
     runs = con.execute("SELECT run_id, status, checkpoint, encoder, loss_weighting FROM training_runs "
