@@ -186,9 +186,14 @@ def _artifacts(run_dir: Path, run_id: str, results: dict, stages: list[dict]) ->
                           description=f"test metrics of run {run_id}: model vs majority vs logistic regression")
     lines = [f"# Training run `{run_id}`", "", f"Checkpoint: `{run_dir / 'model.pt'}`", "",
              "| stage | epochs | best validation loss | frames/s |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {s.get('best_val_loss', '')} | "
-              f"{s.get('frames_per_s', '')} |" for s in stages if "epochs_run" in s]
+    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {_readable(s.get('best_val_loss'))} | "
+              f"{_readable(s.get('frames_per_s'))} |" for s in stages if "epochs_run" in s]
     create_markdown_artifact("\n".join(lines), key="train-summary", description="training run summary")
+
+
+def _readable(value: object) -> str:
+    """A number as the summary shows it: 4 significant digits (`2010`, not `2009.5335108778058`)."""
+    return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
 
 
 def new_run_id() -> str:
