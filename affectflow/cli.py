@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         where = load_settings().warehouse_url or "the warehouse"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: cannot reach {where}: {type(exc).__name__}: {first}\n"
+        print(f"affectflow: error: cannot reach {where}: {type(exc).__name__}: {first}\n"
               "  check AFFECTFLOW_WAREHOUSE_URL and the object store's credentials and endpoint "
               "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)", file=sys.stderr)
         return 1

@@ -66,6 +66,19 @@ def check_file(what: str, name: str | None) -> None:
         raise PreflightError(f"{what} {path} cannot be read (permission denied)")
 
 
+def check_manifest(name: str | None) -> None:
+    """The labels file exists and is a manifest with a `path` column (its rows are checked in the run)."""
+    if name is None:
+        return
+    check_file("labels file", name)
+    from tasks.labels import check_manifest as check
+
+    try:
+        check(Path(name).expanduser().absolute())
+    except ValueError as exc:
+        raise PreflightError(str(exc)) from None
+
+
 def check_server() -> None:
     """When PREFECT_API_URL is set, the server answers (else every step would retry for minutes)."""
     url = os.environ.get("PREFECT_API_URL", "").strip()

@@ -27,8 +27,9 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import Field
 
+from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
-from tasks.build_plan import early_results, prepare, run_summary, unchanged
+from tasks.build_plan import early_results, prepare, run_summary, summary_line, unchanged
 from tasks.errors import SetupError, TransientError
 from tasks.extract import BuildContext, ItemResult, close_extractors, process_unit
 from tasks.extractors import CHOICES
@@ -188,19 +189,36 @@ def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str, 
 
 @flow(name="build-features", log_prints=True, validate_parameters=True)
 def build_features(
-    source: Annotated[str, Field(min_length=1, description="A file, a folder (recursive) or a glob of videos, images or OpenFace CSVs")],
-    labels: Annotated[str | None, Field(description="Optional CSV manifest: path, emotion, subject_id, valence, arousal, stress")] = None,
-    extractor: Annotated[ExtractorName, Field(description="auto: openface-csv for CSVs and, for videos and images, pyfeat when its weights are installed, else mediapipe")] = "auto",
-    fps: Annotated[float | None, Field(gt=0, le=240, description="Keep at most this many frames per second")] = None,
-    max_frames: Annotated[int | None, Field(ge=1, description="Stop each video after this many frames")] = None,
-    min_confidence: Annotated[float, Field(ge=0, le=1, description="OpenFace rows below this are blanked")] = 0.7,
-    num_faces: Annotated[int, Field(ge=1, le=16, description="Faces tracked per frame (MediaPipe, py-feat)")] = 1,
-    workers: Annotated[int, Field(ge=1, le=64, description="Units of work (a video, or a shard of images) at once")] = 2,
-    task_runner: Annotated[TaskRunnerName, Field(description="thread, process, or dask (local cluster, or dask_address)")] = "thread",
-    dask_address: Annotated[str | None, Field(description="An existing Dask scheduler, e.g. tcp://10.0.0.5:8786")] = None,
-    force: Annotated[bool, Field(description="Re-extract items already in the warehouse")] = False,
-    relabel: Annotated[bool, Field(description="Reset every label to what this run's sources say (manifest, folder and file names), including labels an earlier manifest gave")] = False,
+    source: Annotated[str, Field(min_length=1)],
+    labels: str | None = None,
+    extractor: ExtractorName = "auto",
+    fps: Annotated[float | None, Field(gt=0, le=240)] = None,
+    max_frames: Annotated[int | None, Field(ge=1)] = None,
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.7,
+    num_faces: Annotated[int, Field(ge=1, le=16)] = 1,
+    workers: Annotated[int, Field(ge=1, le=64)] = 2,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
+    force: bool = False,
+    relabel: bool = False,
 ) -> dict[str, Any]:
+    """Extract per-frame features from media into the warehouse (the deployment's run form
+    shows these descriptions; Prefect reads them from this docstring).
+
+    Args:
+        source: Required. A file, folder (searched recursively) or glob of videos, images or OpenFace CSVs; the path must exist on the machine where the deployment is served, e.g. /data/videos or /data/clips/*.mp4
+        labels: Optional CSV manifest (columns path, emotion, subject_id, valence, arousal, stress; paths relative to it) on the serving machine, e.g. /data/labels.csv; empty: labels from folder and file names
+        extractor: Which extractor reads the media; auto: openface-csv for CSVs and, for videos and images, pyfeat when its weights are installed, else mediapipe; e.g. mediapipe
+        fps: Keep at most this many frames per second of each video (frames/s, 0 < fps <= 240), e.g. 10; empty: every frame
+        max_frames: Stop each video after this many frames (frames, >= 1), e.g. 300; empty: the whole video
+        min_confidence: OpenFace rows whose face confidence (0-1) is below this are blanked, e.g. 0.7
+        num_faces: Most faces tracked per frame by MediaPipe and py-feat (faces, 1-16), e.g. 5 for group photos
+        workers: Units of work (one video, or one shard of images or CSVs) extracted at once (1-64), e.g. 2
+        task_runner: How units fan out: thread, process, or dask (a local cluster, or dask_address), e.g. thread
+        dask_address: An existing Dask scheduler to send units to (with task_runner dask), e.g. tcp://10.0.0.5:8786; empty: a local cluster
+        force: Re-extract items already in the warehouse with the same content and settings, e.g. false
+        relabel: Reset every label to what this run's sources say (manifest, folder and file names), including labels an earlier manifest gave, e.g. false
+    """
     started_at, t0 = now(), time.perf_counter()
     run_id = str(flow_run.get_id() or f"local-{int(time.time() * 1000)}")
     settings = load_settings()
@@ -286,11 +304,7 @@ def _finish(wh: Warehouse, summary: dict, params: dict, started_at) -> None:
     )
     if summary["warehouse_changed"] or not wh.catalog_path.exists():  # a no-op re-run costs no more
         _publish(wh)
-    logger.info(
-        "done: %d files, %d loaded, %d skipped (already loaded), %d duplicates, %d quarantined, %d failed; "
-        "%d frames, face rate %s, %s frames/s", summary["items"], summary["loaded"], summary["skipped"],
-        summary["duplicates"], summary["quarantined"], summary["failed"], summary["frames"],
-        summary["face_rate"], summary["frames_per_s"])
+    logger.info("done: %s", summary_line(summary))
     for reason, count in summary["quarantine_reasons"].items():
         logger.warning("quarantined %d item(s): %s", count, reason)
 
@@ -340,12 +354,12 @@ def _quarantine_artifact(results: list[dict]) -> None:
 
 
 def deployment():
-    return build_features.to_deployment(
+    return apply_form_schema(build_features.to_deployment(
         name="default",
         description="Extract per-frame affect features from a folder of media into the warehouse.",
         tags=["affectflow"],
         enforce_parameter_schema=True,
-    )
+    ))
 
 
 __all__ = ["SetupError", "build_features", "deployment"]

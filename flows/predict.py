@@ -24,6 +24,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
+from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
 from tasks import predict as pr
 from tasks.errors import SetupError
@@ -36,18 +37,22 @@ from warehouse.catalog import refresh_catalog
 
 
 class PredictParams(BaseModel):
-    """What to predict on and with which model (the form in the Prefect UI)."""
+    """What to predict on and with which model: every field is one control of the predict/default run form."""
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, description="A video, an image, a folder (recursive) or a glob")
+    source: str = Field(min_length=1, description="Required. A video, image, folder (searched recursively) or glob; the path must exist on "
+                        "the machine where the deployment is served, e.g. /data/new/clip.mp4")
     run_id: str = Field("latest", pattern=r"^[A-Za-z0-9_.-]{1,100}$",
-                        description="Training run whose checkpoint predicts; `latest` is the newest completed run")
-    checkpoint: str | None = Field(None, min_length=1, description="A checkpoint file instead of a run id")
+                        description="Training run whose checkpoint predicts (see `affectflow models`); latest: the newest "
+                        "completed run, e.g. latest")
+    checkpoint: str | None = Field(None, min_length=1, description="A checkpoint file on the serving machine instead of a run id, e.g. /models/model.pt; "
+                            "empty: the run id's")
     out: str | None = Field(None, min_length=1,
-                            description="Output folder (default $AFFECTFLOW_HOME/predictions)")
-    fps: float | None = Field(None, gt=0, le=240, description="Predict on at most this many frames per second")
-    max_frames: int | None = Field(None, ge=1, description="Stop each video after this many frames")
+                            description="Output folder on the serving machine, e.g. /data/predictions; empty: "
+                            "$AFFECTFLOW_HOME/predictions")
+    fps: float | None = Field(None, gt=0, le=240, description="Predict on at most this many frames per second (frames/s, 0-240), e.g. 10; empty: every frame")
+    max_frames: int | None = Field(None, ge=1, description="Stop each video after this many frames (frames, >= 1), e.g. 300; empty: the whole video")
 
 
 def prepare(params: PredictParams) -> tuple[pr.Model, Path]:
@@ -146,7 +151,11 @@ def _artifacts(results: list[dict], model: pr.Model) -> None:
 
 @flow(name="predict", validate_parameters=True)
 def predict(params: PredictParams) -> dict:
-    """Predict emotion, stress and valence-arousal per frame and per window on new media."""
+    """Predict emotion, stress and valence-arousal per frame and per window on new media.
+
+    Args:
+        params: What to predict on (source, required) and with which model (run id or checkpoint); each field says its unit and an example
+    """
     logger = get_run_logger()
     model, out = prepare(params)
     items = media_for(params.source, model)
@@ -173,12 +182,12 @@ def predict(params: PredictParams) -> dict:
 
 
 def deployment():
-    return predict.to_deployment(
+    return apply_form_schema(predict.to_deployment(
         name="default",
         description="Predict emotions, stress and valence-arousal on new videos with a trained checkpoint.",
         tags=["affectflow"],
         enforce_parameter_schema=True,
-    )
+    ))
 
 
 __all__ = ["PredictParams", "deployment", "predict", "prepare"]

@@ -31,6 +31,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
 from tasks import evaluate as ev
 from tasks import train as tr
@@ -81,47 +82,48 @@ class TrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     split_id: str = Field("current", pattern=r"^[A-Za-z0-9_.=:-]{1,200}$",
-                          description="Split version to train on; `current` is the latest published one")
+                          description="Split version to train on (see `affectflow splits`); current: the latest published one, e.g. current")
     protocol: Protocol = Field(Protocol.pooled, description="pooled: pretrain on every training unit, then train "
                                "on every labelled one (ssl + classifier + finetune); research: the research "
-                               "pipeline's stages (classifier only, pseudo-labels, finetune)")
+                               "pipeline's stages (classifier only, pseudo-labels, finetune); e.g. pooled")
     extractor: Extractor | None = Field(None, description="Train on this extractor's units only; needed when "
                                         "the split mixes extractors (one model per extractor). Empty: the "
-                                        "split's only extractor")
-    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction), labels unused")
-    supervised: bool = Field(True, description="Supervised multitask training (emotion, stress, valence-arousal)")
+                                        "split's only extractor; e.g. mediapipe")
+    pretrain: bool = Field(True, description="Self-supervised pretraining (masked feature reconstruction), labels unused, e.g. true")
+    supervised: bool = Field(True, description="Supervised multitask training (emotion, stress, valence-arousal), e.g. true")
     pseudo_labels: bool = Field(True, description="research protocol: pseudo-label ssl units above the threshold "
-                                "for fine-tuning")
+                                "for fine-tuning, e.g. true")
     finetune: bool = Field(True, description="Fine-tuning on the finetune partition (research; pooled only with "
-                           "personalise)")
+                           "personalise), e.g. true")
     personalise: bool = Field(False, description="pooled protocol: keep the finetune partition out of the "
-                              "supervised stage and fine-tune each member on it (personalisation)")
+                              "supervised stage and fine-tune each member on it (personalisation), e.g. false")
     encoder: Encoder = Field(Encoder.linear, description="Shared encoder: linear (a projection; the heads add "
-                             "the non-linearity), mlp, or transformer (attention over a window's frames)")
-    ensemble: int = Field(5, ge=1, le=20, description="pooled protocol: models averaged, each validated on its "
-                          "own fold of the labelled training units (1: one model, 20% validation slice)")
+                             "the non-linearity), mlp, or transformer (attention over a window's frames); e.g. linear")
+    ensemble: int = Field(5, ge=1, le=20, description="pooled protocol: models averaged (1-20), each validated on its "
+                          "own fold of the labelled training units (1: one model, 20% validation slice); e.g. 5")
     select_regularisation: bool = Field(True, description="pooled protocol: choose weight decay and dropout "
-                                        "(1e-4/0.1, 1e-2/0.3, 1e-1/0.5) by validation loss; off: the values below")
+                                        "(1e-4/0.1, 1e-2/0.3, 1e-1/0.5) by validation loss; off: the values below; e.g. true")
     class_weights: bool = Field(True, description="pooled protocol: weight emotion classes inversely to their "
-                                "number of training units")
-    epochs: int = Field(200, ge=1, le=5000, description="Most epochs per fit (early stopping usually ends sooner)")
-    batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch")
-    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate")
-    weight_decay: float = Field(1e-2, ge=0, le=1.0, description="AdamW weight decay (when not selected by validation)")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in encoder and heads (when not selected by validation)")
-    loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined")
-    tasks: list[Task] = Field(default_factory=lambda: list(Task), min_length=1, description="Tasks trained")
-    pseudo_label_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Least predicted probability for a pseudo-label")
-    window: int = Field(16, ge=1, le=512, description="Frames per window (units of one frame, images, use 1)")
-    hidden: int = Field(64, ge=8, le=2048, description="Encoder width")
-    patience: int = Field(20, ge=1, le=1000, description="Epochs without validation improvement before stopping")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed (folds, initialisation, batches)")
-    max_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60, description="Training stops after this many minutes")
-    device: Device = Field(Device.auto, description="auto uses the GPU when there is one")
+                                "number of training units, e.g. true")
+    epochs: int = Field(200, ge=1, le=5000, description="Most epochs per fit (1-5000; early stopping usually ends sooner), e.g. 200")
+    batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch (windows, 1-8192), e.g. 64")
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate (per step, 0-1), e.g. 0.001")
+    weight_decay: float = Field(1e-2, ge=0, le=1.0, description="AdamW weight decay (0-1, when not selected by validation), e.g. 0.01")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in encoder and heads (0-1, when not selected by validation), e.g. 0.1")
+    loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined: fixed weights, uncertainty (learned), gradnorm, e.g. fixed")
+    tasks: list[Task] = Field(default_factory=lambda: list(Task), min_length=1, description="Tasks trained (heads of the model), e.g. [emotion, stress]")
+    pseudo_label_threshold: float = Field(0.6, ge=0.0, le=1.0, description="Least predicted probability (0-1) for a pseudo-label, e.g. 0.6")
+    window: int = Field(16, ge=1, le=512, description="Frames per window (frames, 1-512; units of one frame, images, use 1), e.g. 16")
+    hidden: int = Field(64, ge=8, le=2048, description="Encoder width (units per layer, 8-2048), e.g. 64")
+    patience: int = Field(20, ge=1, le=1000, description="Epochs without validation improvement before a fit stops (epochs), e.g. 20")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed of folds, weights and batches (integer), e.g. 0")
+    max_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60, description="Training stops after this many minutes (minutes, up to 10080), e.g. 60")
+    device: Device = Field(Device.auto, description="Where to train: auto (the GPU when there is one), cpu or cuda, e.g. auto")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0: one for fits under 20,000 windows "
-                         "(small models gain nothing from more, and lose much on shared cores), else all")
+                         "(small models gain nothing from more, and lose much on shared cores), else all; e.g. 0")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$",
-                               description="Resume this earlier run (same directory) instead of starting a new one")
+                               description="Resume this earlier run (its directory under runs/) instead of starting a new one, e.g. "
+                               "train-20260101-120000-ab12cd; empty: a new run")
 
     @model_validator(mode="after")
     def _trains_something(self) -> TrainParams:
@@ -243,13 +245,14 @@ def _artifacts(run_dir: Path, run_id: str, results: dict, stages: list[dict]) ->
     lines = [f"# Training run `{run_id}`", "", f"Checkpoint: `{run_dir / 'model.pt'}`", "",
              _trained_on_line(results), "", results.get("no_test", ""), "",
              "| stage | epochs | members | best validation loss | frames/s |", "|---|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {s.get('members', '')} | {_round(s.get('best_val_loss'))} | "
-              f"{_round(s.get('frames_per_s'), 0)} |" for s in stages if "epochs_run" in s]
+    lines += [f"| {s['stage']} | {s.get('epochs_run', '')} | {s.get('members', '')} | {_readable(s.get('best_val_loss'))} | "
+              f"{_readable(s.get('frames_per_s'))} |" for s in stages if "epochs_run" in s]
     create_markdown_artifact("\n".join(lines), key="train-summary", description="training run summary")
 
 
-def _round(value, digits: int = 4):
-    return "" if value is None else round(float(value), digits)
+def _readable(value: object) -> str:
+    """A number as the summary shows it: 4 significant digits (`2010`, not `2009.5335108778058`)."""
+    return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
 
 
 def _trained_on_line(results: dict) -> str:
@@ -264,7 +267,11 @@ def new_run_id() -> str:
 
 @flow(name="train", validate_parameters=True)
 def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic default is immutable here
-    """Train the multitask model on a split and evaluate it (and the baselines) on its test holdout."""
+    """Train the multitask model on a split and evaluate it (and the baselines) on its test holdout.
+
+    Args:
+        params: The training run's settings (split, stages, model size, epochs, time limit); each field says its unit and an example
+    """
     logger = get_run_logger()
     settings = load_settings()
     wh = Warehouse(settings.home).init()
@@ -308,12 +315,12 @@ def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic
 
 
 def deployment():
-    return train.to_deployment(
+    return apply_form_schema(train.to_deployment(
         name="default",
         description="Pretrain, train and fine-tune the multitask affect model on a split; evaluate on its test holdout.",
         tags=["affectflow"],
         enforce_parameter_schema=True,
-    )
+    ))
 
 
 __all__ = ["TrainParams", "deployment", "train"]

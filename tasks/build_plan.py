@@ -26,7 +26,7 @@ from tasks.plan import Plan, PlanInputs, make_plan
 from warehouse import Warehouse
 from warehouse.inventory import inventory
 
-__all__ = ["Prepared", "early_results", "prepare", "routes_for", "run_summary", "unchanged"]
+__all__ = ["Prepared", "early_results", "prepare", "routes_for", "run_summary", "summary_line", "unchanged"]
 
 
 @dataclass
@@ -72,7 +72,10 @@ def prepare(wh: Warehouse, settings: Settings, source: str, labels: str | None, 
     for name in sorted(set(routes.values())):
         get_extractor(name, **ctx.extractor_options[name]).check_ready()
     emotions = load_emotion_map(settings.emotion_map)
-    manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
+    try:
+        manifest = read_manifest(Path(labels).expanduser().absolute(), emotions, source_base(source)) if labels else None
+    except ValueError as exc:  # no such file, not a CSV, no `path` column: the run stops saying so
+        raise SetupError(str(exc)) from None
     root = Path(source).expanduser().absolute()
     bad = {p for p, _ in manifest.problems} if manifest else set()
     items = [i for i in items if i.path not in bad]
@@ -139,3 +142,19 @@ def run_summary(results: list[dict], seconds: float, ignored: list[str]) -> dict
         "partial": [{"path": r["path"], "note": r["reason"]} for r in results if r.get("partial")],
         "ignored": len(ignored), "ignored_examples": ignored[:5],
     }
+
+
+def summary_line(summary: dict) -> str:
+    """What a run did, in one line: counts, then frames and face rate, or why there were none
+    (`nothing new: 5 files unchanged`, never `face rate None`)."""
+    parts = [f"{summary['loaded']} loaded", f"{summary['skipped']} already loaded"]
+    parts += [f"{summary[k]} {k}" for k in ("duplicates", "quarantined", "failed") if summary.get(k) or k == "quarantined"]
+    line = f"{summary['items']} files — {', '.join(parts)}"
+    if summary["frames"]:
+        return line + (f"; {summary['frames']} frames, face rate {summary['face_rate']:.1%}, "
+                       f"{summary['frames_per_s']:.3g} frames/s")
+    unchanged = summary["skipped"] + summary["duplicates"]
+    if unchanged == summary["items"]:
+        line += f"; nothing new: {unchanged} files unchanged"
+        return line + (", so no flow run (--force re-extracts)" if summary.get("flow_run") is False else "")
+    return line + "; no frames extracted"

@@ -56,13 +56,25 @@ class Windows:
     unit: np.ndarray  # (N,) int64: index of the window's unit
 
 
+def column_mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation over its finite values (np.nanmean/np.nanstd)
+    (float64), 0 for a column with none, and without their RuntimeWarnings for such a column
+    (a feature only other units fill; valence never given in the training labels)."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    mean = np.divide(np.where(finite, values, 0).sum(axis=0, dtype=np.float64), count,
+                     out=np.zeros(values.shape[1]), where=count > 0)
+    var = (np.where(finite, values - mean, 0) ** 2).sum(axis=0, dtype=np.float64)
+    std = np.sqrt(np.divide(var, count, out=np.zeros(values.shape[1]), where=count > 0))
+    return mean, std
+
+
 def fit_preprocessing(frames: list[np.ndarray], columns: list[str], window: int) -> Preprocessing:
     """Per-column mean and standard deviation over the given (training) frames, NaN ignored."""
     stacked = np.concatenate(frames) if frames else np.zeros((0, len(columns)), np.float32)
     if not len(stacked):
         raise SetupError("no training frames to fit the normalisation on")
-    mean = np.nan_to_num(np.nanmean(stacked, axis=0)).astype(np.float32)
-    std = np.nan_to_num(np.nanstd(stacked, axis=0)).astype(np.float32)
+    mean, std = (a.astype(np.float32) for a in column_mean_std(stacked))
     std[std < 1e-6] = 1.0
     return Preprocessing(list(columns), mean, std, int(window))
 

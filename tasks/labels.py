@@ -140,14 +140,29 @@ def read_manifest(path: Path, emotions: EmotionMap, source_root: Path | None = N
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row with stripped keys and values) of each data row of the manifest."""
     reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
-    if "path" not in header:
-        raise ValueError(f"manifest {path} has no 'path' column (columns: {', '.join(MANIFEST_COLUMNS)})")
+    _check_header(path, reader)
     try:
         for raw in reader:
             yield reader.line_num, {k.strip(): (v or "").strip() for k, v in raw.items() if isinstance(k, str)}
     except csv.Error as exc:
         raise ValueError(f"manifest {path}: not a CSV file ({exc}, line {reader.line_num})") from None
+
+
+def check_manifest(path: Path) -> None:
+    """`ValueError` (one line) unless `path` is a readable manifest with a `path` column: what a
+    command checks before a run starts."""
+    _check_header(path, csv.DictReader(io.StringIO(_manifest_text(path), newline="")))
+
+
+def _check_header(path: Path, reader: csv.DictReader) -> None:
+    try:
+        header = [h.strip() for h in reader.fieldnames or []]
+    except csv.Error as exc:
+        raise ValueError(f"manifest {path}: not a CSV file ({exc})") from None
+    if "path" not in header:
+        found = ", ".join(repr(h) for h in header) if header else "none (the file is empty)"
+        raise ValueError(f"manifest {path} has no 'path' column: its columns are {found}; expected 'path' "
+                         f"and any of {', '.join(MANIFEST_COLUMNS[1:])}")
 
 
 def _manifest_text(path: Path) -> str:

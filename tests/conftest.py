@@ -62,6 +62,34 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """A real Prefect server on 127.0.0.1 (own SQLite database); yields the env to reach it."""
     with local_prefect.prefect_server(tmp_path_factory.mktemp("prefect"), timeout=120) as env:
         yield env
+        _send_pending_logs()
+
+
+def _send_pending_logs() -> None:
+    """Send the run logs still queued for the API while the server answers (at exit Prefect's log
+    worker would try, find the server gone and print `--- Error logging to API ---`)."""
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop Prefect's temporary servers (started by flow runs with no PREFECT_API_URL) while
+    pytest's output streams are open. Left to Prefect's atexit hook, the stop logs `Stopping
+    temporary server …` through a console handler whose stream is pytest's capture, closed by
+    then: the `ValueError: I/O operation on closed file` traceback at the end of the suite."""
+    server = sys.modules.get("prefect.server.api.server")
+    if server is None:
+        return
+    _send_pending_logs()  # to the temporary server, before it stops
+    level = server.subprocess_server_logger.level
+    server.subprocess_server_logger.setLevel("WARNING")  # its `Stopping temporary server` line says nothing here
+    try:
+        for instance in list(server.SubprocessASGIServer._instances.values()):
+            instance.stop()
+    finally:
+        server.subprocess_server_logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

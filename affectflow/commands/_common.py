@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 MAX_COLUMN_WIDTH = 60
-USAGE, FAILURE = 2, 1  # exit codes: a mistake in the command line or its inputs; a run that failed
+# Exit codes, the same for every command: USAGE when the command cannot start as typed (argparse's
+# own errors, a parameter out of bounds, a path, split, run or model named on the command line that
+# does not exist or cannot be used); FAILURE when it started and could not finish (a flow run
+# failed, SQL the database refused, an unreachable object store, nothing there yet to show).
+USAGE, FAILURE = 2, 1
 
 
 def fail(message: str, code: int = USAGE) -> int:
@@ -64,6 +68,7 @@ def parameter_error(exc: Exception) -> str | None:
 
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    if isinstance(exc, ParameterTypeError):
-        return str(exc).replace("\n", " ")
+    if isinstance(exc, ParameterTypeError):  # "Flow run received invalid parameters:\n - workers: …"
+        lines = [line.strip().removeprefix("- ") for line in str(exc).splitlines()]
+        return "; ".join(line for line in lines if line and not line.endswith("invalid parameters:"))
     return None

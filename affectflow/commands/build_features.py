@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     extractor = args.extractor or settings.extractor
     try:  # before Prefect is imported: a mistake answers at once and leaves no flow run behind
         preflight.check_source(args.source)
-        preflight.check_file("labels file", args.labels)
+        preflight.check_manifest(args.labels)
         preflight.check_extractor(extractor, args.source)
         preflight.check_server()
     except preflight.PreflightError as exc:
@@ -123,17 +123,9 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    parts = [f"{summary['loaded']} loaded", f"{summary['skipped']} already loaded"]
-    parts += [f"{summary[k]} {word}" for k, word in (("duplicates", "duplicates"), ("quarantined", "quarantined"),
-                                                    ("failed", "failed")) if summary.get(k) or k == "quarantined"]
-    line = f"build-features ({summary['extractor']}): {summary['items']} files — {', '.join(parts)}"
-    if summary["frames"]:
-        line += f"; {summary['frames']} frames, face rate {summary['face_rate']}, {summary['frames_per_s']} frames/s"
-    elif summary.get("flow_run") is False:
-        line += "; nothing changed since the last run, so no flow run (--force re-extracts)"
-    else:
-        line += "; nothing new to extract"
-    print(line)
+    from tasks.build_plan import summary_line
+
+    print(f"build-features ({summary['extractor']}): {summary_line(summary)}")
     for reason, count in summary.get("quarantine_reasons", {}).items():
         print(f"  quarantined {count}: {reason}")
     for partial in summary.get("partial", []):

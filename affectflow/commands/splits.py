@@ -49,9 +49,10 @@ def _show(con, split_id: str | None, as_json: bool) -> int:
     from tasks.publish_split import SUMMARY_SQL, counts_table, split_record, summary
 
     record = split_record(con, split_id)
-    if record is None:
-        return fail(f"no split version {split_id!r}; see `affectflow splits --list`" if split_id
-                    else "no published split yet; run `affectflow resplit`", code=1)
+    if record is None and split_id:  # a name that names nothing: a mistake in the command (2)
+        return fail(f"no split version {split_id!r}; see `affectflow splits --list`")
+    if record is None:  # a right command on a warehouse without one yet (1)
+        return fail("no published split yet; run `affectflow resplit`", code=1)
     params = json.loads(record["params"])
     table = counts_table(summary(con, record["split_id"]), tuple(params.get("class_order", ())))
     sql = SUMMARY_SQL.replace("$split_id", f"'{record['split_id']}'")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.errors import SetupError
-from tasks.extractors.base import Extractor
+
+if TYPE_CHECKING:  # the base module imports numpy and pyarrow; `check_ready` runs before they are needed
+    from tasks.extractors.base import Extractor
 
 # name -> (module, class); imported lazily so a missing optional library fails only when used.
 REGISTRY = {
@@ -55,7 +58,7 @@ def check_ready(name: str, models_dir: Path, offline: bool, options: dict | None
         ensure_model_file("mediapipe-face-landmarker", models_dir, offline)
     elif name == "openface":
         from affectflow.settings import load_settings
-        from tasks.extractors.openface import find_binary
+        from tasks.extractors.openface_binary import find_binary
 
         find_binary(load_settings().openface_bin)
     elif name != "openface-csv":

@@ -15,8 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -28,17 +26,15 @@ import pyarrow as pa
 
 from affectflow.settings import load_settings
 from data_contracts.tables import OPENFACE_RUN
-from tasks.errors import ItemError, SetupError
+from tasks.errors import ItemError
 from tasks.extractors.base import ExtractOptions, Extractor, ItemMeta
+from tasks.extractors.openface_binary import BINARY, find_binary
 from tasks.extractors.openface_csv import OpenFaceCsvExtractor
 from tasks.media import MediaItem
 
-BINARY = "FeatureExtraction"
 # The outputs the contract holds: 2D landmarks, pose, Action Units, gaze (the fixtures' flags).
 DEFAULT_FLAGS = ("-2Dfp", "-pose", "-aus", "-gaze")
 OWN_FLAGS = {"-f", "-fdir", "-out_dir", "-of", "-inroot", "-outroot"}  # set per item by this extractor
-INSTALL = ("build OpenFace 2.x (https://github.com/TadasBaltrusaitis/OpenFace/wiki#installation), then set "
-           "OPENFACE_BIN to its FeatureExtraction or put that on PATH")
 log = logging.getLogger(__name__)
 
 
@@ -46,19 +42,6 @@ log = logging.getLogger(__name__)
 def _sha256(path: Path, mtime_ns: int, size: int) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def find_binary(configured: str | None) -> Path:
-    """The FeatureExtraction to run; `SetupError` naming OPENFACE_BIN and how to install it."""
-    if configured:
-        path = Path(configured).expanduser()
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise SetupError(f"OPENFACE_BIN={configured} is not an executable file; {INSTALL}")
-        return path.resolve()
-    found = shutil.which(BINARY)
-    if not found:
-        raise SetupError(f"OpenFace's {BINARY} not found (OPENFACE_BIN is unset and it is not on PATH); {INSTALL}")
-    return Path(found).resolve()
 
 
 def _run_logger() -> logging.Logger | logging.LoggerAdapter:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from flows.build_features import build_features
+from flows.build_features import build_features, summary_line
 from warehouse import Warehouse
 from warehouse.query import run_query
 
@@ -29,6 +29,8 @@ def test_openface_import_twice_changes_nothing(af_home, prefect_api, shared_dir)
     assert q(af_home, "select count(*) n from frames") == [{"n": OPENFACE_FRAMES}]
     assert q(af_home, "select video_id, count(*) n, sum(success) s from frames group by 1 order by 1") == rows_after_first
     assert q(af_home, "select count(*) n from runs") == [{"n": 2}]
+    assert summary_line(second) == "5 files — 0 loaded, 5 already loaded, 0 quarantined; nothing new: 5 files unchanged"
+    assert "None" not in summary_line(first) and "frames/s" in summary_line(first)
 
 
 def test_changed_file_is_reextracted_and_old_rows_go(af_home, prefect_api, shared_dir, tmp_path):
@@ -86,6 +88,19 @@ def test_empty_folder_fails_with_its_reason_as_the_state_message(af_home, prefec
     assert state.is_failed()
     assert state.message == f"no media found in folder {folder} (looked for .mp4 .avi .mov .mkv .webm .m4v " \
                             ".jpg .jpeg .png .bmp .csv); 1 other files there"
+
+
+@pytest.mark.parametrize("manifest, message", [
+    (None, "manifest {m} not found"),
+    ("file,emo\nsingle_face.csv,happy\n", "manifest {m} has no 'path' column: its columns are 'file', 'emo'; "
+                                            "expected 'path' and any of emotion, subject_id, valence, arousal, stress"),
+], ids=["missing", "wrong-headers"])
+def test_a_bad_labels_file_fails_the_run_in_one_line(af_home, prefect_api, shared_dir, tmp_path, manifest, message):
+    labels = tmp_path / "labels.csv"
+    if manifest:
+        labels.write_text(manifest)
+    state = build_features(source=str(shared_dir / "fixtures/openface/mode_A"), labels=str(labels), return_state=True)
+    assert state.is_failed() and state.message == message.format(m=labels)  # not `[Errno 2] …`, not a traceback
 
 
 def test_bad_parameters_are_rejected(af_home, prefect_api, shared_dir):

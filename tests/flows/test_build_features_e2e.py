@@ -2,10 +2,14 @@
 the Prefect CLI, then SQL on the warehouse through the affectflow CLI."""
 
 import json
+import re
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import run_cli
+from tests.tasks.test_native_logs import NATIVE
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +34,12 @@ def test_deployment_run_loads_features(served, shared_dir, feat_data, tmp_path):
     assert _query(served, "select emotion, stress, valence, arousal, label_source from labels") == [
         {"emotion": "happy", "stress": 0, "valence": 2.0, "arousal": 2.0, "label_source": "folder"}]
     assert _query(served, "select reason from quarantine") == [{"reason": "empty file (0 bytes)"}]
+    served_output = (Path(served["AFFECTFLOW_HOME"]) / "serve.log").read_text()  # the flow run's stdout and stderr
+    assert not NATIVE.search(served_output), NATIVE.search(served_output)  # MediaPipe's lines: in logs/native.log
+    artifacts = [a for a in httpx.post(f"{served['PREFECT_API_URL']}/artifacts/filter", json={}, timeout=10).json()
+                 if (a["key"] or "").startswith("build-features") and a["type"] == "table"]
+    assert {"build-features-summary", "build-features-items"} <= {a["key"] for a in artifacts}
+    assert not [a["data"] for a in artifacts if re.search(r"\d\.\d{5,}", json.dumps(a["data"]))]  # rounded
     # the same deployment again: nothing new
     again = run_cli(["prefect", "deployment", "run", "build-features/default",
                      "--param", f"source={media.parent}", "--watch"], env=served)

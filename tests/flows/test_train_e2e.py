@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +69,7 @@ def test_train_deployment_runs_from_the_api(served: dict) -> None:
     assert response.status_code == 201, response.text
     run = _wait(api, response.json()["id"])
     assert run["state"]["type"] == "COMPLETED", run["state"]
+    assert "RuntimeWarning" not in (home / "serve.log").read_text()  # the run's output, as `serve` printed it
 
     con = connect(Warehouse(home))
     runs = con.execute("SELECT run_id, status, checkpoint, encoder, loss_weighting FROM training_runs "
@@ -83,6 +85,9 @@ def test_train_deployment_runs_from_the_api(served: dict) -> None:
     artifacts = httpx.post(f"{api}/artifacts/filter", timeout=10,
                            json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     keys = {a["key"] for a in artifacts}
+    long_floats = [(a["key"], re.findall(r"\d\.\d{5,}", json.dumps(a["data"]))) for a in artifacts
+                   if a["type"] in ("table", "markdown")]
+    assert all(not found for _, found in long_floats), long_floats  # numbers a person reads, not 2009.5335108778058
     assert {"train-metrics", "train-loss-curves", "train-confusion-matrix", "train-progress"} <= keys
 
 

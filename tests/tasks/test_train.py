@@ -298,3 +298,22 @@ def test_uncertainty_weights_move_within_a_short_run_at_their_own_learning_rate(
             optimizer.step()
     high, low = weighting.weights.tolist()
     assert high < 0.8 < 1.2 < low  # the noisy task is down-weighted, the precise one up
+
+
+def test_normalisation_of_a_column_without_values_is_quiet_and_neutral() -> None:
+    """A feature no training frame fills (others do) used to print numpy's `RuntimeWarning:
+    invalid value encountered in divide` / `Mean of empty slice` in every train run's output."""
+    import warnings
+
+    from tasks.features import fit_preprocessing
+
+    frames = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    frames[::3, 1] = np.nan
+    frames[:, 2] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prep = fit_preprocessing([frames[:15], frames[15:]], ["a", "b", "c"], 4)
+    finite = frames[~np.isnan(frames[:, 1])]
+    np.testing.assert_allclose(prep.mean[:2], [frames[:, 0].mean(), finite[:, 1].mean()], rtol=1e-5)
+    np.testing.assert_allclose(prep.std[:2], [frames[:, 0].std(), finite[:, 1].std()], rtol=1e-5)
+    assert (prep.mean[2], prep.std[2]) == (0.0, 1.0)
