@@ -63,11 +63,14 @@ def format_rows(names: Sequence[str], rows: Sequence[Sequence[object]], total: i
 
 def parameter_error(exc: Exception) -> str | None:
     """A readable message for Prefect/pydantic parameter validation errors, else None."""
-    from prefect.exceptions import ParameterTypeError
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if "prefect.exceptions" not in sys.modules:  # not raised by Prefect then; importing it costs ~2 s
+        return None
+    from prefect.exceptions import ParameterTypeError
+
     if isinstance(exc, ParameterTypeError):  # "Flow run received invalid parameters:\n - workers: …"
         lines = [line.strip().removeprefix("- ") for line in str(exc).splitlines()]
         return "; ".join(line for line in lines if line and not line.endswith("invalid parameters:"))

@@ -79,7 +79,7 @@ def precheck(split_id: str | None, run_id: str | None) -> str | None:
 
 
 def _params(args: argparse.Namespace):
-    from flows.train import TrainParams
+    from flows.train_params import TrainParams
 
     given = {k: v for k, v in vars(args).items() if k in TrainParams.model_fields and v is not None}
     if isinstance(given.get("tasks"), str):
@@ -88,16 +88,15 @@ def _params(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = precheck(args.split_id, args.run_id)
-    if problem:
-        return fail(problem, code=1)
-    from tasks.errors import SetupError
-
-    try:
+    try:  # what was typed first (pydantic only), then what the warehouse has: both before Prefect or torch load
         params = _params(args)
     except ValueError as exc:
         return fail(f"bad parameters: {parameter_error(exc) or exc}")
+    problem = precheck(args.split_id, args.run_id)
+    if problem:
+        return fail(problem, code=1)
     from flows.train import train
+    from tasks.errors import SetupError
 
     try:
         summary = train(params)
