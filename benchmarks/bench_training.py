@@ -4,8 +4,9 @@ regression and gradient boosting trained on the same units in the same run.
     python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 5] [--configs ...]
                                         [--home DIR --split-id ID]
 
-Without `--home` it builds a fresh warehouse per data set in a temporary folder with the same task
-code as `affectflow build-features` and `affectflow resplit`, so `make bench` needs nothing set up:
+Without `--home` it builds a fresh warehouse per data set in a temporary folder with the
+`build-features` flow (in-process, against a private Prefect server) and the task code of
+`affectflow resplit`, so `make bench` needs nothing set up:
 - `openface`: ../shared/data/openface-labelled (433 posed images, 8 emotions, one OpenFace CSV per
   emotion) through the `openface-csv` extractor; two grouped splits with the same 15% test
   holdout: the default fractions (70% of the rest unlabelled pretrain) and all labelled
@@ -25,6 +26,7 @@ each task) and scikit-learn's histogram gradient boosting.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -37,15 +39,9 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 
-from affectflow.settings import load_settings
-from data_contracts import load_emotion_map
 from data_contracts.splits import Stages
 from tasks import evaluate as ev
 from tasks import train as tr
-from tasks.extract import BuildContext, process_item
-from tasks.extractors import kinds_for
-from tasks.extractors.base import ExtractOptions
-from tasks.media import discover_media
 from tasks.publish_split import counts_table, publish_split, summary
 from tasks.split import SplitSpec
 from tasks.training_data import labelled_units
@@ -53,7 +49,7 @@ from warehouse import Warehouse
 from warehouse.catalog import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, models_dir, write_results  # noqa: E402
+from _common import SHARED, models_dir, prefect_server, write_results  # noqa: E402
 
 # name -> (changes to the default TrainConfig, run the pretraining stage)
 CONFIGS = {
@@ -81,19 +77,20 @@ HEADLINE = [("emotion", "accuracy"), ("emotion", "macro_f1"), ("emotion", "uar")
             ("valence", "ccc"), ("arousal", "ccc")]
 
 
-def build_warehouse(home: Path, source: Path, extractor: str, options: dict) -> None:
-    """A fresh warehouse from `source` through `extractor` (what `affectflow build-features` does)."""
+def build_warehouse(home: Path, source: Path, extractor: str) -> None:
+    """A fresh warehouse from `source` through `extractor`: the `build-features` flow itself, run
+    in-process against the private Prefect server `main` starts."""
+    from flows.build_features import build_features
+
     if not source.is_dir():
         raise SystemExit(f"no labelled data at {source}; pass --csv-dir / --video-dir or --home")
-    settings = load_settings()
-    ctx = BuildContext(home, extractor, options, ExtractOptions(min_confidence=settings.min_confidence),
-                       source.absolute(), load_emotion_map(settings.emotion_map), None, "bench-training")
-    Warehouse(home).init()
-    results = [process_item(item, ctx) for item in discover_media(str(source), kinds_for(extractor))]
-    bad = [r for r in results if r.status == "quarantined"]
-    if bad:
-        raise SystemExit(f"{len(bad)} items did not load, e.g. {bad[0].path}: {bad[0].reason}")
-    print(f"{sum(r.frames for r in results)} frames from {len(results)} items of {source}")
+    os.environ.update({"AFFECTFLOW_HOME": str(home), "AFFECTFLOW_MODELS_DIR": str(models_dir()),
+                       "AFFECTFLOW_OFFLINE": "1"})
+    summary = build_features(source=str(source), extractor=extractor, num_faces=1, workers=1)
+    if summary["loaded"] != summary["items"]:
+        raise SystemExit(f"build-features loaded {summary['loaded']} of {summary['items']} items of {source}: "
+                         f"{summary['quarantine_reasons']}")
+    print(f"{summary['frames']} frames from {summary['items']} items of {source}")
 
 
 def publish(home: Path, stages: Stages, mode: str = "stable") -> str:
@@ -246,7 +243,7 @@ def gpu_check(home: Path, split_id: str, work: Path, window: int) -> dict:
 
 def bench_openface(args: argparse.Namespace, work: Path) -> dict:
     home = work / "openface"
-    build_warehouse(home, args.csv_dir, "openface-csv", {})
+    build_warehouse(home, args.csv_dir, "openface-csv")
     default_split = publish(home, Stages())
     all_labelled = publish(home, ALL_LABELLED, mode="reshuffle")  # same test holdout, every label used
     out = {"data": str(args.csv_dir)}
@@ -259,7 +256,7 @@ def bench_openface(args: argparse.Namespace, work: Path) -> dict:
 
 def bench_ravdess(args: argparse.Namespace, work: Path) -> dict:
     home = work / "ravdess"
-    build_warehouse(home, args.video_dir, "mediapipe", {"models_dir": models_dir(), "offline": True, "num_faces": 1})
+    build_warehouse(home, args.video_dir, "mediapipe")
     split_id = publish(home, RAVDESS_STAGES)
     print(f"NOTE: {RAVDESS_CAVEAT}")
     figures = bench_split("ravdess", home, split_id, args.configs or DEFAULT_CONFIGS["ravdess"], args,
@@ -287,10 +284,11 @@ def main() -> None:
             figures = {"warehouse": bench_split(str(args.home), args.home, args.split_id, names, args, work, args.window)}
         else:
             figures = {}
-            if args.data in ("both", "openface"):
-                figures["openface"] = bench_openface(args, work)
-            if args.data in ("both", "ravdess"):
-                figures["ravdess"] = bench_ravdess(args, work)
+            with prefect_server():  # build-features is a flow: its runs need a server
+                if args.data in ("both", "openface"):
+                    figures["openface"] = bench_openface(args, work)
+                if args.data in ("both", "ravdess"):
+                    figures["ravdess"] = bench_ravdess(args, work)
         figures["wall_s"] = time.perf_counter() - started
         write_results("training", figures)
     finally:
