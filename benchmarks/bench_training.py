@@ -1,7 +1,7 @@
 """Training benchmark on real labelled data: the default `affectflow train` beside logistic
 regression and gradient boosting trained on the same units in the same run.
 
-    python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 5] [--configs ...]
+    python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 5] [--configs ...] [--skip ...]
                                         [--home DIR --split-id ID]
 
 Without `--home` it builds a fresh warehouse per data set in a temporary folder with the
@@ -241,6 +241,11 @@ def gpu_check(home: Path, split_id: str, work: Path, window: int) -> dict:
     return figures
 
 
+def _chosen(args: argparse.Namespace, title: str) -> list[str]:
+    """The configurations to run on one split: `--configs`, else its defaults, less `--skip`."""
+    return [n for n in args.configs or DEFAULT_CONFIGS[title] if n not in (args.skip or [])]
+
+
 def bench_openface(args: argparse.Namespace, work: Path) -> dict:
     home = work / "openface"
     build_warehouse(home, args.csv_dir, "openface-csv")
@@ -248,7 +253,7 @@ def bench_openface(args: argparse.Namespace, work: Path) -> dict:
     all_labelled = publish(home, ALL_LABELLED, mode="reshuffle")  # same test holdout, every label used
     out = {"data": str(args.csv_dir)}
     for title, split_id in (("openface/all labelled", all_labelled), ("openface/default split", default_split)):
-        names = args.configs or DEFAULT_CONFIGS[title]
+        names = _chosen(args, title)
         out[title.split("/")[1]] = bench_split(title, home, split_id, names, args, work / title.replace("/", "-"), 1)
     out["gpu"] = gpu_check(home, all_labelled, work, 1)
     return out
@@ -259,7 +264,7 @@ def bench_ravdess(args: argparse.Namespace, work: Path) -> dict:
     build_warehouse(home, args.video_dir, "mediapipe")
     split_id = publish(home, RAVDESS_STAGES)
     print(f"NOTE: {RAVDESS_CAVEAT}")
-    figures = bench_split("ravdess", home, split_id, args.configs or DEFAULT_CONFIGS["ravdess"], args,
+    figures = bench_split("ravdess", home, split_id, _chosen(args, "ravdess"), args,
                           work / "ravdess-runs", 16)
     return {"data": str(args.video_dir), "caveat": RAVDESS_CAVEAT, **figures}
 
@@ -275,7 +280,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
     parser.add_argument("--configs", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
                         help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    parser.add_argument("--skip", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                        help="comma-separated configurations to leave out (a shorter run on a busy machine)")
     args = parser.parse_args()
+    unknown = [n for n in (args.configs or []) + (args.skip or []) if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration {unknown[0]!r}; choose from: {', '.join(CONFIGS)}")
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_training_"))
     try:
