@@ -106,7 +106,7 @@ class TrainParams(BaseModel):
                                 "number of training units")
     epochs: int = Field(200, ge=1, le=5000, description="Most epochs per fit (early stopping usually ends sooner)")
     batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch")
-    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate")
+    learning_rate: float = Field(tr.TrainConfig.lr, gt=0, le=1.0, description="AdamW learning rate")
     weight_decay: float = Field(1e-2, ge=0, le=1.0, description="AdamW weight decay (when not selected by validation)")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in encoder and heads (when not selected by validation)")
     loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined")

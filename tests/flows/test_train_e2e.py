@@ -96,6 +96,14 @@ def test_server_refuses_negative_epochs(served: dict) -> None:
     assert "epochs" in response.text
 
 
+def test_the_flow_defaults_are_the_training_defaults() -> None:
+    # `affectflow train` with no options is the configuration the benchmark and the README measure
+    from flows.train import TrainParams
+    from tasks.train import TrainConfig
+
+    assert TrainParams().train_config() == TrainConfig()
+
+
 def _cli_env(home: Path, server: dict) -> dict:
     return dict(os.environ, **server, AFFECTFLOW_HOME=str(home), PYTHONWARNINGS="always")
 
