@@ -1,11 +1,12 @@
 """Training benchmark on real labelled data: the default `affectflow train` beside logistic
 regression and gradient boosting trained on the same units in the same run.
 
-    python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 5] [--configs ...]
+    python benchmarks/bench_training.py [--data both|openface|ravdess] [--seeds 5] [--configs ...] [--skip ...]
                                         [--home DIR --split-id ID]
 
-Without `--home` it builds a fresh warehouse per data set in a temporary folder with the same task
-code as `affectflow build-features` and `affectflow resplit`, so `make bench` needs nothing set up:
+Without `--home` it builds a fresh warehouse per data set in a temporary folder with the
+`build-features` flow (in-process, against a private Prefect server) and the task code of
+`affectflow resplit`, so `make bench` needs nothing set up:
 - `openface`: ../shared/data/openface-labelled (433 posed images, 8 emotions, one OpenFace CSV per
   emotion) through the `openface-csv` extractor; two grouped splits with the same 15% test
   holdout: the default fractions (70% of the rest unlabelled pretrain) and all labelled
@@ -25,6 +26,7 @@ each task) and scikit-learn's histogram gradient boosting.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -37,15 +39,9 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
 
-from affectflow.settings import load_settings
-from data_contracts import load_emotion_map
 from data_contracts.splits import Stages
 from tasks import evaluate as ev
 from tasks import train as tr
-from tasks.extract import BuildContext, process_item
-from tasks.extractors import kinds_for
-from tasks.extractors.base import ExtractOptions
-from tasks.media import discover_media
 from tasks.publish_split import counts_table, publish_split, summary
 from tasks.split import SplitSpec
 from tasks.training_data import labelled_units
@@ -53,7 +49,7 @@ from warehouse import Warehouse
 from warehouse.catalog import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, models_dir, write_results  # noqa: E402
+from _common import SHARED, models_dir, prefect_server, write_results  # noqa: E402
 
 # name -> (changes to the default TrainConfig, run the pretraining stage)
 CONFIGS = {
@@ -81,19 +77,20 @@ HEADLINE = [("emotion", "accuracy"), ("emotion", "macro_f1"), ("emotion", "uar")
             ("valence", "ccc"), ("arousal", "ccc")]
 
 
-def build_warehouse(home: Path, source: Path, extractor: str, options: dict) -> None:
-    """A fresh warehouse from `source` through `extractor` (what `affectflow build-features` does)."""
+def build_warehouse(home: Path, source: Path, extractor: str) -> None:
+    """A fresh warehouse from `source` through `extractor`: the `build-features` flow itself, run
+    in-process against the private Prefect server `main` starts."""
+    from flows.build_features import build_features
+
     if not source.is_dir():
         raise SystemExit(f"no labelled data at {source}; pass --csv-dir / --video-dir or --home")
-    settings = load_settings()
-    ctx = BuildContext(home, extractor, options, ExtractOptions(min_confidence=settings.min_confidence),
-                       source.absolute(), load_emotion_map(settings.emotion_map), None, "bench-training")
-    Warehouse(home).init()
-    results = [process_item(item, ctx) for item in discover_media(str(source), kinds_for(extractor))]
-    bad = [r for r in results if r.status == "quarantined"]
-    if bad:
-        raise SystemExit(f"{len(bad)} items did not load, e.g. {bad[0].path}: {bad[0].reason}")
-    print(f"{sum(r.frames for r in results)} frames from {len(results)} items of {source}")
+    os.environ.update({"AFFECTFLOW_HOME": str(home), "AFFECTFLOW_MODELS_DIR": str(models_dir()),
+                       "AFFECTFLOW_OFFLINE": "1"})
+    summary = build_features(source=str(source), extractor=extractor, num_faces=1, workers=1)
+    if summary["loaded"] != summary["items"]:
+        raise SystemExit(f"build-features loaded {summary['loaded']} of {summary['items']} items of {source}: "
+                         f"{summary['quarantine_reasons']}")
+    print(f"{summary['frames']} frames from {summary['items']} items of {source}")
 
 
 def publish(home: Path, stages: Stages, mode: str = "stable") -> str:
@@ -244,14 +241,19 @@ def gpu_check(home: Path, split_id: str, work: Path, window: int) -> dict:
     return figures
 
 
+def _chosen(args: argparse.Namespace, title: str) -> list[str]:
+    """The configurations to run on one split: `--configs`, else its defaults, less `--skip`."""
+    return [n for n in args.configs or DEFAULT_CONFIGS[title] if n not in (args.skip or [])]
+
+
 def bench_openface(args: argparse.Namespace, work: Path) -> dict:
     home = work / "openface"
-    build_warehouse(home, args.csv_dir, "openface-csv", {})
+    build_warehouse(home, args.csv_dir, "openface-csv")
     default_split = publish(home, Stages())
     all_labelled = publish(home, ALL_LABELLED, mode="reshuffle")  # same test holdout, every label used
     out = {"data": str(args.csv_dir)}
     for title, split_id in (("openface/all labelled", all_labelled), ("openface/default split", default_split)):
-        names = args.configs or DEFAULT_CONFIGS[title]
+        names = _chosen(args, title)
         out[title.split("/")[1]] = bench_split(title, home, split_id, names, args, work / title.replace("/", "-"), 1)
     out["gpu"] = gpu_check(home, all_labelled, work, 1)
     return out
@@ -259,10 +261,10 @@ def bench_openface(args: argparse.Namespace, work: Path) -> dict:
 
 def bench_ravdess(args: argparse.Namespace, work: Path) -> dict:
     home = work / "ravdess"
-    build_warehouse(home, args.video_dir, "mediapipe", {"models_dir": models_dir(), "offline": True, "num_faces": 1})
+    build_warehouse(home, args.video_dir, "mediapipe")
     split_id = publish(home, RAVDESS_STAGES)
     print(f"NOTE: {RAVDESS_CAVEAT}")
-    figures = bench_split("ravdess", home, split_id, args.configs or DEFAULT_CONFIGS["ravdess"], args,
+    figures = bench_split("ravdess", home, split_id, _chosen(args, "ravdess"), args,
                           work / "ravdess-runs", 16)
     return {"data": str(args.video_dir), "caveat": RAVDESS_CAVEAT, **figures}
 
@@ -278,7 +280,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
     parser.add_argument("--configs", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
                         help=f"comma-separated subset of: {', '.join(CONFIGS)}")
+    parser.add_argument("--skip", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                        help="comma-separated configurations to leave out (a shorter run on a busy machine)")
     args = parser.parse_args()
+    unknown = [n for n in (args.configs or []) + (args.skip or []) if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configuration {unknown[0]!r}; choose from: {', '.join(CONFIGS)}")
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_training_"))
     try:
@@ -287,10 +294,11 @@ def main() -> None:
             figures = {"warehouse": bench_split(str(args.home), args.home, args.split_id, names, args, work, args.window)}
         else:
             figures = {}
-            if args.data in ("both", "openface"):
-                figures["openface"] = bench_openface(args, work)
-            if args.data in ("both", "ravdess"):
-                figures["ravdess"] = bench_ravdess(args, work)
+            with prefect_server():  # build-features is a flow: its runs need a server
+                if args.data in ("both", "openface"):
+                    figures["openface"] = bench_openface(args, work)
+                if args.data in ("both", "ravdess"):
+                    figures["ravdess"] = bench_ravdess(args, work)
         figures["wall_s"] = time.perf_counter() - started
         write_results("training", figures)
     finally:

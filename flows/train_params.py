@@ -80,7 +80,7 @@ class TrainParams(BaseModel):
                                 "number of training units, e.g. true")
     epochs: int = Field(200, ge=1, le=5000, description="Most epochs per fit (1-5000; early stopping usually ends sooner), e.g. 200")
     batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch (windows, 1-8192), e.g. 64")
-    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate (per step, 0-1), e.g. 0.001")
+    learning_rate: float = Field(3e-3, gt=0, le=1.0, description="AdamW learning rate (per step, 0-1; the default is TrainConfig.lr, tested), e.g. 0.003")
     weight_decay: float = Field(1e-2, ge=0, le=1.0, description="AdamW weight decay (0-1, when not selected by validation), e.g. 0.01")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in encoder and heads (0-1, when not selected by validation), e.g. 0.1")
     loss_weighting: LossWeighting = Field(LossWeighting.fixed, description="How the task losses are combined: fixed weights, uncertainty (learned), gradnorm, e.g. fixed")

@@ -49,10 +49,11 @@ def _video(video_id: str, n_frames: int, extractor: str = "mediapipe") -> dict:
             "contract_version": CONTRACT_VERSION, "run_id": "r0", "extracted_at": NOW}
 
 
-def _label(video_id: str, emotion: str) -> dict:
+def _label(video_id: str, emotion: str, subject_id: str | None = None) -> dict:
     affect = load_emotion_map().defaults(emotion)
     return {"video_id": video_id, "source_id": video_id, "emotion": emotion, "stress": affect.stress,
-            "valence": affect.valence, "arousal": affect.arousal, "label_source": "folder"}
+            "valence": affect.valence, "arousal": affect.arousal, "subject_id": subject_id,
+            "label_source": "folder"}
 
 
 def _split_run(split_id: str, units: int) -> dict:
@@ -65,10 +66,12 @@ def _split_run(split_id: str, units: int) -> dict:
 
 def build_warehouse(home: Path, videos_per_class: int = 16, n_frames: int = 12, signal: float = 0.6,
                     seed: int = 0, split_id: str = "s1", publish: bool = True,
-                    sources: tuple[tuple[str, tuple[str, ...]], ...] = (MEDIAPIPE_SOURCE,)) -> Warehouse:
+                    sources: tuple[tuple[str, tuple[str, ...]], ...] = (MEDIAPIPE_SOURCE,),
+                    subjects: int | None = None) -> Warehouse:
     """Write frames, videos, labels and one grouped split (published unless `publish` is False:
     then it is in `splits` but never the current split); returns the warehouse. Each of `sources`
-    (extractor, columns it fills) gives `videos_per_class` videos per emotion."""
+    (extractor, columns it fills) gives `videos_per_class` videos per emotion. With `subjects`,
+    video i of each emotion is subject `p{i % subjects}`'s (posed data: everyone shows everything)."""
     wh = Warehouse(home).init()
     rng = np.random.default_rng(seed)
     splits, frames, videos, labels = [], [], [], []
@@ -78,7 +81,7 @@ def build_warehouse(home: Path, videos_per_class: int = 16, n_frames: int = 12, 
                 vid = f"{split_id}-{emotion}{i:03d}" + (f"-{extractor}" if s_index else "")
                 frames += _frames(vid, e_index, n_frames, rng, signal, columns)
                 videos.append(_video(vid, n_frames, extractor))
-                labels.append(_label(vid, emotion))
+                labels.append(_label(vid, emotion, f"p{i % subjects}" if subjects else None))
                 partition = PARTITION_CYCLE[i % len(PARTITION_CYCLE)]
                 splits.append({"split_id": split_id, "unit_id": vid, "video_id": vid, "partition": partition,
                                "emotion": None if partition == "pretrain" else emotion})

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble", type=int, help="models averaged, one per fold (default 5; 1: one model)")
     p.add_argument("--epochs", type=int, help="most epochs per fit (default 200, early stopping ends sooner)")
     p.add_argument("--batch-size", type=int, help="windows per batch (default 64)")
-    p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (default 3e-3)")
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay when not selected (default 1e-2)")
     p.add_argument("--dropout", type=float, help="dropout when not selected (default 0.1)")
     p.add_argument("--loss-weighting", help="fixed | uncertainty | gradnorm (default fixed)")

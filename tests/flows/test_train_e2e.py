@@ -19,7 +19,7 @@ import httpx
 import pytest
 import torch
 
-from data_contracts import CONTRACT_VERSION, FRAMES, LABELS, VIDEOS
+from data_contracts import CONTRACT_VERSION, FRAMES, LABELS, VIDEOS, feature_columns
 from tasks.checkpoint import load_checkpoint
 from tests.conftest import run_cli
 from tests.synthetic_training import (
@@ -101,6 +101,14 @@ def test_server_refuses_negative_epochs(served: dict) -> None:
     assert "epochs" in response.text
 
 
+def test_the_flow_defaults_are_the_training_defaults() -> None:
+    # `affectflow train` with no options is the configuration the benchmark and the README measure
+    from flows.train import TrainParams
+    from tasks.train import TrainConfig
+
+    assert TrainParams().train_config() == TrainConfig()
+
+
 def _cli_env(home: Path, server: dict) -> dict:
     return dict(os.environ, **server, AFFECTFLOW_HOME=str(home), PYTHONWARNINGS="always")
 
@@ -135,7 +143,8 @@ def test_cli_train_of_one_extractor_in_a_mixed_warehouse_prints_no_runtime_warni
                     "--window", "4", "--no-select-regularisation"], env=env)
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stdout + done.stderr
-    assert "12 of 198 mediapipe feature columns" in done.stdout and "same 20 labelled units" in done.stdout
+    columns = len(feature_columns("mediapipe"))  # the contract's, whatever it declares
+    assert f"12 of {columns} mediapipe feature columns" in done.stdout and "same 20 labelled units" in done.stdout
     status = connect(Warehouse(home)).execute("SELECT status, extractor, n_features FROM training_runs").fetchall()
     assert status == [("completed", "mediapipe", 12)]
 

@@ -13,11 +13,14 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from data_contracts.splits import Stages
 from models.multitask import EnsembleModel
 from tasks import train as tr
 from tasks.checkpoint import load_checkpoint, predict_frames, predict_units
 from tasks.errors import SetupError
 from tasks.evaluate import evaluate_run, model_scores
+from tasks.publish_split import publish_split
+from tasks.split import SplitSpec
 from tasks.training_data import labelled_units, member_folds
 from tests.synthetic_training import (
     COLUMNS,
@@ -236,6 +239,26 @@ def test_images_train_frame_by_frame(tmp_path: Path) -> None:
     prepared = tr.load_prepared(tmp_path / "run")
     assert info["window"] == 1 and prepared.prep.window == 1
     assert prepared.parts["test"].windows.x.shape == (8, 1, len(COLUMNS))  # one window per image, no padding
+
+
+def test_a_subject_grouped_split_of_images_trains_and_scores_the_images(tmp_path: Path) -> None:
+    # 12 people, each posing 2 images of every emotion: the subject picks the side, the image is the unit
+    wh = build_warehouse(tmp_path / "wh", videos_per_class=24, n_frames=1, subjects=12, publish=False)
+    outcome = publish_split(wh.home, SplitSpec(stages=Stages(test=0.25, pretrain=0.0), group_by="subject"))
+    assert outcome.status == "published" and outcome.split_id is not None
+    test_subjects = connect(wh).execute(
+        "SELECT count(DISTINCT l.subject_id), count(*) FROM splits s JOIN labels l USING (video_id) "
+        f"WHERE s.split_id = '{outcome.split_id}' AND s.partition = 'test'").fetchone()
+    assert test_subjects == (3, 24)
+    cfg = replace(CFG, window=1)
+    tr.prepare_data(connect(wh), outcome.split_id, tmp_path / "run", cfg.window, cfg.protocol)
+    tr.pretrain(tmp_path / "run", cfg)
+    tr.supervised(tmp_path / "run", cfg)
+    prepared = tr.load_prepared(tmp_path / "run")
+    assert len(prepared.parts["test"]) == 24 and len(labelled_units(prepared)) == 72  # images, not 12 people
+    assert sorted(set(prepared.parts["test"].emotion)) == [0, 1, 2, 3]
+    results = evaluate_run(tmp_path / "run", cfg)
+    assert results["model"]["emotion"]["n"] == 24 and results["model"]["emotion"]["accuracy"] > 0.5
 
 
 def test_a_split_without_two_labelled_classes_or_with_an_unseen_test_class_is_refused(tmp_path: Path) -> None:
