@@ -110,7 +110,7 @@ def test_the_flow_defaults_are_the_training_defaults() -> None:
 
 
 def _cli_env(home: Path, server: dict) -> dict:
-    return dict(os.environ, **server, AFFECTFLOW_HOME=str(home), PYTHONWARNINGS="always")
+    return {**os.environ, **server, "AFFECTFLOW_HOME": str(home), "PYTHONWARNINGS": "always"}
 
 
 def _surprise_only_in_openface(home: Path) -> None:
