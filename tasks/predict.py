@@ -329,9 +329,13 @@ def predict_item(model: Model, item: MediaItem, out_dir: Path, home: Path,
     except (SetupError, MemoryError):
         raise
     except Exception as exc:  # a decoder or extractor choking on odd input is still bad input
-        log.exception("prediction failed on %s", item.path)
-        result.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        _failed(result, item, exc)
     return result
+
+
+def _failed(result: ItemPrediction, item: MediaItem, exc: Exception) -> None:
+    log.exception("prediction failed on %s", item.path)
+    result.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
 
 
 def _frames_of(model: Model, extractor, item: MediaItem, options: ExtractOptions) -> pd.DataFrame:
@@ -352,8 +356,7 @@ def _extract_one(model: Model, extractor, item: MediaItem, options: ExtractOptio
     except (SetupError, MemoryError):
         raise
     except Exception as exc:  # a decoder or extractor choking on odd input is still bad input
-        log.exception("prediction failed on %s", item.path)
-        result.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        _failed(result, item, exc)
     return None
 
 
