@@ -36,12 +36,21 @@ def loop_video(source: Path, target: Path, minutes: float, size=(320, 180)) -> P
     return target
 
 
+# Started from a small launcher: Linux carries the parent's peak RSS into a child's ru_maxrss
+# across fork (or vfork) and exec, so a command started straight from this big pytest process
+# would report at least pytest's own peak
+LAUNCHER = ("import os, subprocess, sys\n"
+            "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "_, status, usage = os.wait4(p.pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)")
+
+
 def peak_rss_mb(args: list[str], env: dict) -> tuple[int, float]:
     """Run a command; return its exit code and its own peak RSS (not other children's)."""
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    code, kb = done.stdout.split()
+    return int(code), int(kb) / 1024
 
 
 def test_long_video_peak_memory_is_flat(tmp_path, feat_data, prefect_server, mediapipe_models_dir):

@@ -87,10 +87,13 @@ def test_a_big_csv_export_keeps_memory_flat(tmp_path):
     """2M rows of 100-character text (~200 MB of CSV): streamed, it peaks near 190 MB; with the
     whole result in memory it peaked at 454 MB into a file and 1.3 GB to standard output (Arrow,
     then pandas, then the CSV text)."""
-    code = ("import resource\nfrom affectflow.cli import main\n"
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a big pytest
+    # process would report the parent's size; VmHWM belongs to the new program's memory only
+    code = ("from affectflow.cli import main\n"
             "rc = main(['query', \"select i, repeat('x', 100) || i s from range(2000000) t(i)\", "
             "'--format', 'csv', '-o', '/dev/null'])\n"
-            "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            "hwm = next(line for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+            "print(rc, int(hwm.split()[1]) // 1024)")
     done = _fresh_process(tmp_path, code)
     assert done.returncode == 0, done.stderr
     rc, peak_mb = map(int, done.stdout.split())
