@@ -18,6 +18,8 @@ import datetime as dt
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -315,7 +317,7 @@ def predict_item(model: Model, item: MediaItem, out_dir: Path, home: Path,
     """Extract, predict, and write one item's predictions (warehouse + files in `out_dir`).
     A bad item comes back as `failed` with a one-line reason; nothing else is raised for it."""
     result = ItemPrediction(str(item.path), "failed")
-    try:
+    with _bad_input(result, item):
         frames = extract_frames(model, item, options or ExtractOptions(), progress or _NoProgress())
         rows = predict_dataframe(model, frames)
         contract = to_contract(rows, model.run_id, item.path)
@@ -324,18 +326,22 @@ def predict_item(model: Model, item: MediaItem, out_dir: Path, home: Path,
         write_atomic(wh.file_for("predictions", f"{model.run_id}.{result.video_id}"), contract)
         files = _write_files(rows, contract, model, out_dir, f"{item.path.name} (model {model.run_id})")
         result.out_dir, result.files = str(out_dir), [str(f) for f in files]
+    return result
+
+
+@contextmanager
+def _bad_input(result: ItemPrediction, item: MediaItem) -> Iterator[None]:
+    """An item the block fails on is recorded in `result.reason` and the batch goes on; setup
+    errors and running out of memory stop the run."""
+    try:
+        yield
     except ItemError as exc:
         result.reason = exc.reason
     except (SetupError, MemoryError):
         raise
     except Exception as exc:  # a decoder or extractor choking on odd input is still bad input
-        _failed(result, item, exc)
-    return result
-
-
-def _failed(result: ItemPrediction, item: MediaItem, exc: Exception) -> None:
-    log.exception("prediction failed on %s", item.path)
-    result.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        log.exception("prediction failed on %s", item.path)
+        result.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
 
 
 def _frames_of(model: Model, extractor, item: MediaItem, options: ExtractOptions) -> pd.DataFrame:
@@ -349,14 +355,8 @@ def _frames_of(model: Model, extractor, item: MediaItem, options: ExtractOptions
 
 def _extract_one(model: Model, extractor, item: MediaItem, options: ExtractOptions,
                  result: ItemPrediction) -> pd.DataFrame | None:
-    try:
+    with _bad_input(result, item):
         return _frames_of(model, extractor, item, options)
-    except ItemError as exc:
-        result.reason = exc.reason
-    except (SetupError, MemoryError):
-        raise
-    except Exception as exc:  # a decoder or extractor choking on odd input is still bad input
-        _failed(result, item, exc)
     return None
 
 

@@ -138,7 +138,8 @@ class _Running:
         self._worker.start()
 
     def _produce(self) -> None:
-        raise NotImplementedError
+        """Run the last statement and `_put` its output (each subclass: batches, or a table's head)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _produce")
 
     def _put(self, kind: str, value: object = None) -> bool:
         """Hand `value` to the reader; False once the reader has gone (the worker then stops)."""

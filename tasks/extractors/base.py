@@ -82,7 +82,8 @@ class Extractor(ABC):
     adds_images = False
 
     def add_image(self, rgb: np.ndarray, video_id: str, source_id: str, builder: FrameBatchBuilder) -> None:
-        raise NotImplementedError
+        # only called when `adds_images` is true; the others read each image through `extract`
+        raise NotImplementedError(f"{type(self).__name__} reads images through extract() (adds_images is False)")
 
 
 class FrameBatchBuilder:
