@@ -57,9 +57,10 @@ def routes_for(extractor: str, kinds: set[str], models_dir: Path) -> dict[str, s
 
 def prepare(wh: Warehouse, settings: Settings, source: str, labels: str | None, extractor: str,
             options: ExtractOptions, num_faces: int, workers: int, force: bool, relabel_all: bool,
-            run_id: str) -> Prepared:
+            run_id: str, stat_only: bool = False) -> Prepared:
     """Discover, route, check the extractors, read the manifest, and plan. Raises `SetupError`
-    for a run that cannot start (nothing to read, an extractor not ready)."""
+    for a run that cannot start (nothing to read, an extractor not ready); with `stat_only`,
+    `tasks.plan.NeedsReading` at the first file that would have to be read (new or changed)."""
     found = discover(source)
     routes = routes_for(extractor, {i.kind for i in found.items}, settings.models_dir)
     items = [i for i in found.items if i.kind in routes]
@@ -79,13 +80,14 @@ def prepare(wh: Warehouse, settings: Settings, source: str, labels: str | None, 
     root = Path(source).expanduser().absolute()
     bad = {p for p, _ in manifest.problems} if manifest else set()
     items = [i for i in items if i.path not in bad]
-    inputs = _plan_inputs(wh, routes, ctx, manifest, root if root.is_dir() else None, emotions, relabel_all, workers)
+    inputs = _plan_inputs(wh, routes, ctx, manifest, root if root.is_dir() else None, emotions, relabel_all, workers,
+                          stat_only)
     plan = make_plan(items, inventory(wh, fresh=True), inputs)
     return Prepared(routes, items, ignored, ctx, manifest, inputs, plan)
 
 
 def _plan_inputs(wh: Warehouse, routes: dict[str, str], ctx: BuildContext, manifest: Manifest | None,
-                 root: Path | None, emotions, relabel_all: bool, workers: int) -> PlanInputs:
+                 root: Path | None, emotions, relabel_all: bool, workers: int, stat_only: bool) -> PlanInputs:
     keys = {name: f"{get_extractor(name, **ctx.extractor_options.get(name, {})).config_hash(ctx.options)}"
                   f"|{CONTRACT_VERSION}" for name in set(routes.values())}
     stored: dict[tuple[str, str], Any] = {}
@@ -99,7 +101,7 @@ def _plan_inputs(wh: Warehouse, routes: dict[str, str], ctx: BuildContext, manif
         routes=routes, cache_keys=keys,
         label_of=lambda path: resolve_label(path, root, emotions, manifest),
         has_manifest_row=lambda path: manifest is not None and path in manifest.rows,
-        stored_label=stored_of, force=ctx.force, relabel=relabel_all, workers=workers)
+        stored_label=stored_of, force=ctx.force, relabel=relabel_all, workers=workers, stat_only=stat_only)
 
 
 def _nothing_to_read(where: str, extractor: str, items: list[MediaItem], others: list[Path]) -> str:

@@ -129,6 +129,10 @@ class Plan:
         return sum(len(u.members) for u in self.units)
 
 
+class NeedsReading(Exception):
+    """Planning with `stat_only`: this file is new or changed, so the run has work."""
+
+
 @dataclass(frozen=True)
 class PlanInputs:
     """What planning needs besides the files and the inventory."""
@@ -141,6 +145,7 @@ class PlanInputs:
     force: bool = False
     relabel: bool = False
     workers: int = 2
+    stat_only: bool = False  # raise NeedsReading instead of hashing a file whose stat is not on record
 
 
 @dataclass
@@ -194,6 +199,8 @@ def _identify(item: MediaItem, inv: Inventory, inputs: PlanInputs) -> _Seen | Ea
         if (bad and bad.stage not in RESCAN_STAGES and bad.cache_key == key
                 and (bad.bytes, bad.mtime_ns) == (st.bytes, st.mtime_ns)):
             return Early(path, "quarantined", bad.reason, bad.stage, bad.source_id, st, item.kind, record=False)
+    if inputs.stat_only:
+        raise NeedsReading(text)
     try:
         return _Seen(item, _hash(path), st)
     except ItemError as exc:

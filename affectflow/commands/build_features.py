@@ -98,6 +98,7 @@ def _nothing_to_do(params: dict) -> dict | None:
     from affectflow.settings import load_settings
     from tasks.build_plan import early_results, prepare, run_summary, unchanged
     from tasks.extractors.base import ExtractOptions
+    from tasks.plan import NeedsReading
     from tasks.run_registry import any_recorded
     from warehouse import Warehouse
 
@@ -110,7 +111,9 @@ def _nothing_to_do(params: dict) -> dict | None:
         options = ExtractOptions(fps=params["fps"], max_frames=params["max_frames"],
                                  min_confidence=params["min_confidence"])
         p = prepare(wh, settings, params["source"], params["labels"], params["extractor"], options,
-                    params["num_faces"], params["workers"], False, params["relabel"], "check")
+                    params["num_faces"], params["workers"], False, params["relabel"], "check", stat_only=True)
+    except NeedsReading:  # a new or changed file: the flow reads it (once; this check hashes nothing)
+        return None
     except Exception:  # the flow run reports it, with its reason
         return None
     if not unchanged(p):
