@@ -22,6 +22,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	@mkdir -p "$(PREFECT_HOME)"  # Prefect warns on import when its home is missing
 	$(BIN)/python -c "import cv2, mediapipe, feat, prefect, duckdb, great_expectations, torch; print('cv2', cv2.__version__, '| torch', torch.__version__)"
 	@touch $@
 
