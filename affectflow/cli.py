@@ -76,6 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The `affectflow` console script: `main`, then a quick exit. Once a command has returned,
+    everything it wrote is closed and flushed; what remains is the interpreter tearing down
+    MediaPipe, Great Expectations and Prefect module by module, ~2 s measured after a
+    build-features run. So: the exit handlers (Prefect's, weakref finalizers, temporary
+    folders), then the logs and standard streams, then `os._exit`. An uncaught exception takes
+    Python's ordinary exit (traceback, cleanup) instead."""
+    code = main()
+    import atexit
+    import contextlib
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]  # what the interpreter's exit does first: join threads
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: the reader left; nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
 def _storage_error(exc: BaseException) -> bool:
     """An object store refusing or unreachable (botocore, s3fs, aiohttp), anywhere in the chain."""
     seen: BaseException | None = exc

@@ -84,13 +84,22 @@ def check_server() -> None:
     url = os.environ.get("PREFECT_API_URL", "").strip()
     if not url:
         return
-    import httpx
+    import urllib.error
+    import urllib.request
 
-    try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=3).raise_for_status()
-    except httpx.HTTPError as exc:
-        raise PreflightError(f"the Prefect server at {url} does not answer ({type(exc).__name__}); start it "
-                             "with `make serve`, or unset PREFECT_API_URL to run without one") from None
+    try:  # urllib, not httpx: ~0.4 s less of import in every command that only checks (a no-op re-run)
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=3) as answer:  # noqa: S310 - the user's own API URL
+            answer.read()
+    except urllib.error.HTTPError as exc:  # something answers there, but not a Prefect API
+        why = f"HTTP {exc.code} from {url.rstrip('/')}/health"
+    except (urllib.error.URLError, OSError) as exc:
+        why = type(getattr(exc, "reason", None) or exc).__name__
+    except ValueError:
+        why = "not a URL, e.g. http://127.0.0.1:4200/api"
+    else:
+        return
+    raise PreflightError(f"the Prefect server at {url} does not answer ({why}); start it "
+                         "with `make serve`, or unset PREFECT_API_URL to run without one")
 
 
 def check_extractor(name: str, source: str) -> None:

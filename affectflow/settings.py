@@ -21,6 +21,8 @@ ENV_DOCS = {
     "AFFECTFLOW_QUERY_TIMEOUT": "seconds before `affectflow query` gives up (default 300)",
     "AFFECTFLOW_OFFLINE": "1 to never download model weights (default 0)",
     "AFFECTFLOW_WAREHOUSE_URL": "where the Parquet tree lives, e.g. s3://bucket/prefix (default $AFFECTFLOW_HOME/parquet)",
+    "AFFECTFLOW_VALIDATION": "where Great Expectations checks batches: worker (a process of its own, beside the "
+                             "extraction) or inline (in the extracting process) (default worker)",
     "OPENFACE_BIN": "OpenFace 2.x FeatureExtraction for the `openface` extractor (default: FeatureExtraction on PATH)",
 }
 
@@ -37,6 +39,7 @@ class Settings:
     offline: bool
     warehouse_url: str | None = None
     openface_bin: str | None = None
+    validation: str = "worker"
 
     @property
     def parquet_dir(self) -> Path:
@@ -65,6 +68,14 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number") from None
 
 
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` (the first by default)."""
+    raw = os.environ.get(name, "").strip().lower() or allowed[0]
+    if raw not in allowed:
+        raise ValueError(f"{name}={raw!r}: choose one of {', '.join(allowed)}")
+    return raw
+
+
 def load_settings() -> Settings:
     """Read the environment now (tests and the CLI change it between calls)."""
     env = os.environ
@@ -82,4 +93,5 @@ def load_settings() -> Settings:
         offline=env.get("AFFECTFLOW_OFFLINE", "0").strip().lower() in {"1", "true", "yes"},
         warehouse_url=env.get("AFFECTFLOW_WAREHOUSE_URL", "").strip() or None,
         openface_bin=env.get("OPENFACE_BIN", "").strip() or None,
+        validation=_choice("AFFECTFLOW_VALIDATION", ("worker", "inline")),
     )

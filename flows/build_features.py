@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -25,10 +25,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.states import Failed
-from pydantic import Field
 
 from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
+from flows.build_params import (
+    ExtractorName,
+    Fps,
+    MaxFrames,
+    MinConfidence,
+    NumFaces,
+    Source,
+    TaskRunnerName,
+    Workers,
+)
 from tasks.build_plan import early_results, prepare, run_summary, summary_line, unchanged
 from tasks.errors import SetupError, TransientError
 from tasks.extract import BuildContext, ItemResult, close_extractors, process_unit
@@ -57,8 +66,6 @@ from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
 from warehouse.storage import StorageError
 
-ExtractorName = Literal["auto", "mediapipe", "openface-csv", "openface", "pyfeat"]
-TaskRunnerName = Literal["thread", "process", "dask"]
 assert set(ExtractorName.__args__) == set(CHOICES)  # type: ignore[attr-defined]
 RETRIES = 2
 
@@ -189,14 +196,14 @@ def _settle_failed(wh: Warehouse, plan: Plan, results: list[dict], run_id: str, 
 
 @flow(name="build-features", log_prints=True, validate_parameters=True)
 def build_features(
-    source: Annotated[str, Field(min_length=1)],
+    source: Source,
     labels: str | None = None,
     extractor: ExtractorName = "auto",
-    fps: Annotated[float | None, Field(gt=0, le=240)] = None,
-    max_frames: Annotated[int | None, Field(ge=1)] = None,
-    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.7,
-    num_faces: Annotated[int, Field(ge=1, le=16)] = 1,
-    workers: Annotated[int, Field(ge=1, le=64)] = 2,
+    fps: Fps = None,
+    max_frames: MaxFrames = None,
+    min_confidence: MinConfidence = 0.7,
+    num_faces: NumFaces = 1,
+    workers: Workers = 2,
     task_runner: TaskRunnerName = "thread",
     dask_address: str | None = None,
     force: bool = False,

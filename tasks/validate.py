@@ -4,10 +4,16 @@ A batch is checked in one GX run over its rule groups (`data_contracts.gx_suite.
 the columns sharing a rule stacked into one column, so ~60 filled columns cost a handful of
 expectations. Only when that fails does a second run check column by column, for a message that
 names each broken column and its row count.
+
+Where GX runs (`AFFECTFLOW_VALIDATION`): `worker` (default), a child process of its own
+(`tasks.validation_worker`), started by `preload` so that GX imports on the other core while
+the first frames are extracted; or `inline`, in this process (a background thread imports it).
+Both run `problems` below, so the verdicts are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -15,9 +21,9 @@ import threading
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
+from affectflow.settings import load_settings
 from data_contracts.columns import Table
 from data_contracts.gx_suite import (
     RuleGroup,
@@ -28,6 +34,7 @@ from data_contracts.gx_suite import (
     suite_of,
 )
 from tasks.errors import ItemError
+from tasks.validation_worker import ValidationWorker, WorkerUnavailable
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
@@ -37,6 +44,7 @@ logging.getLogger("great_expectations.data_context.types.base").setLevel(logging
 _lock = threading.Lock()
 _run_lock = threading.Lock()
 _validators: dict[tuple[str, tuple[str, ...], bool], tuple[Any, list[RuleGroup]]] = {}
+_worker: tuple[int, ValidationWorker] | None = None  # (the process it belongs to, the worker)
 
 
 def checked_columns(table: Table, batch: pa.RecordBatch | pa.Table) -> tuple[str, ...]:
@@ -55,18 +63,53 @@ def checked_columns(table: Table, batch: pa.RecordBatch | pa.Table) -> tuple[str
     return tuple(out)
 
 
+def _use_worker() -> bool:
+    return load_settings().validation == "worker"
+
+
+def _my_worker() -> ValidationWorker:
+    """This process's validation worker (a forked child makes its own: pipes are not shared)."""
+    global _worker
+    with _lock:
+        if _worker is None or _worker[0] != os.getpid():
+            from tasks.native_logs import log_path
+
+            path = log_path()
+            with contextlib.suppress(OSError):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            _worker = (os.getpid(), ValidationWorker(path if path.parent.is_dir() else None))
+        return _worker[1]
+
+
 def preload() -> None:
-    """Import Great Expectations and make its context in a background thread, so a run extracts
-    its first frames meanwhile instead of waiting ~3 s; the first validation waits for it."""
+    """Get Great Expectations ready while a run extracts its first frames instead of after:
+    start the worker process (it imports GX at once), or with `inline` validation import GX in
+    a background thread; the first validation waits for it."""
+    if _use_worker():
+        try:
+            _my_worker().start()
+            return
+        except WorkerUnavailable as exc:
+            _fallback(exc)
+
     def load() -> None:
         with _lock:
-            _gx_context()
+            gx_context()
 
     threading.Thread(target=load, name="affectflow-gx-preload", daemon=True).start()
 
 
+_warned: list[str] = []
+
+
+def _fallback(exc: WorkerUnavailable) -> None:
+    if not _warned:
+        _warned.append(str(exc))
+        logging.getLogger(__name__).warning("validating in this process instead: %s", exc)
+
+
 @functools.cache
-def _gx_context():
+def gx_context():
     """The process's ephemeral GX context and its pandas data source (called under `_lock`)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -85,7 +128,7 @@ def _validator(table: Table, columns: tuple[str, ...], stacked: bool) -> tuple[A
         if key not in _validators:
             import great_expectations as gx
 
-            ctx, source = _gx_context()
+            ctx, source = gx_context()
             name = f"{table.name}_{len(_validators)}"
             groups = rule_groups(table, columns) if stacked else []
             rules = grouped_expectations(groups) if stacked else expectations(table, columns)
@@ -97,10 +140,12 @@ def _validator(table: Table, columns: tuple[str, ...], stacked: bool) -> tuple[A
         return _validators[key]
 
 
-def stacked_frame(batch: pa.RecordBatch | pa.Table, groups: list[RuleGroup]) -> pd.DataFrame:
+def stacked_frame(batch: pa.RecordBatch | pa.Table, groups: list[RuleGroup]):
     """One column per rule group: its columns' values one after another, repeated cyclically up
     to the longest group's length. Every value of the batch appears and no other value does, so
     each rule's verdict is the same as column by column."""
+    import pandas as pd
+
     length = max((len(g.columns) for g in groups), default=0) * batch.num_rows
     data = {}
     for g in groups:
@@ -141,14 +186,8 @@ def _non_finite(batch: pa.RecordBatch | pa.Table) -> list[str]:
     return bad
 
 
-def validate_batch(table: Table, batch: pa.RecordBatch | pa.Table) -> None:
-    """Raise `ItemError` (stage `validate`) naming each broken rule; return quietly if valid."""
-    if batch.schema.names != table.names:
-        missing = [n for n in table.names if n not in batch.schema.names]
-        extra = [n for n in batch.schema.names if n not in table.names]
-        raise ItemError("validate", f"columns differ from the contract: missing {missing[:5]}, extra {extra[:5]}")
-    problems = _non_finite(batch)
-    columns = checked_columns(table, batch)
+def problems(table: Table, columns: tuple[str, ...], batch: pa.RecordBatch | pa.Table) -> list[str]:
+    """Each broken rule of `table`'s contract on `columns` of `batch`, in words (none: valid)."""
     stacked, groups = _validator(table, columns, stacked=True)
     frame = stacked_frame(batch, groups)
     with _run_lock:  # a GX context is not safe to run from several threads at once
@@ -157,8 +196,25 @@ def validate_batch(table: Table, batch: pa.RecordBatch | pa.Table) -> None:
             per_column = _validator(table, columns, stacked=False)[0].run(
                 batch_parameters={"dataframe": batch.select(list(columns)).to_pandas()}, result_format="SUMMARY")
             result = result if per_column.success else per_column
-    if not result.success:
-        problems += _describe(result)
-    if problems:
-        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+    return [] if result.success else _describe(result)
+
+
+def _gx_problems(table: Table, columns: tuple[str, ...], batch: pa.RecordBatch | pa.Table) -> list[str]:
+    if _use_worker():
+        try:
+            return _my_worker().problems(table.name, columns, batch)
+        except WorkerUnavailable as exc:
+            _fallback(exc)
+    return problems(table, columns, batch)
+
+
+def validate_batch(table: Table, batch: pa.RecordBatch | pa.Table) -> None:
+    """Raise `ItemError` (stage `validate`) naming each broken rule; return quietly if valid."""
+    if batch.schema.names != table.names:
+        missing = [n for n in table.names if n not in batch.schema.names]
+        extra = [n for n in batch.schema.names if n not in table.names]
+        raise ItemError("validate", f"columns differ from the contract: missing {missing[:5]}, extra {extra[:5]}")
+    found = _non_finite(batch) + _gx_problems(table, checked_columns(table, batch), batch)
+    if found:
+        shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
         raise ItemError("validate", f"data contract failed: {shown}")

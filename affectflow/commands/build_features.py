@@ -61,18 +61,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_flow(params: dict, as_json: bool) -> int:
+    from pydantic import ValidationError
+
+    from flows.build_params import BuildParams
+
+    try:  # bad values: refused without a flow run, before Prefect loads
+        BuildParams.model_validate(params)
+    except ValidationError as exc:
+        return fail(f"bad parameters: {parameter_error(exc) or exc}")
+    summary = _nothing_to_do(params)
+    if summary is not None:  # answered without Prefect: a no-op re-run costs what the plan does
+        print_summary(summary, as_json=as_json)
+        return 0
     from prefect.exceptions import FailedRun
 
     from flows.build_features import build_features
 
-    try:
-        build_features.validate_parameters(params)  # bad values: refused without a flow run
-    except Exception as exc:
-        return fail(f"bad parameters: {parameter_error(exc) or exc}")
-    summary = _nothing_to_do(params)
-    if summary is not None:
-        print_summary(summary, as_json=as_json)
-        return 0
     try:
         summary = build_features(**params)
     except FailedRun as exc:  # the run stopped with a reason (its Prefect state message)

@@ -24,11 +24,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from data_contracts.tables import MEDIAPIPE_BLENDSHAPES, blendshape_column, est_au_columns
+
+if TYPE_CHECKING:  # only a type here; pandas costs ~0.9 s of every run's start (a no-op re-run's too)
+    import pandas as pd
 
 MAPPING_FILE = Path(str(importlib.resources.files("tasks.extractors"))) / "au_estimate.json"
 BLENDSHAPE_INPUTS = tuple(blendshape_column(b) for b in MEDIAPIPE_BLENDSHAPES if b != "_neutral")

@@ -53,7 +53,7 @@ def test_an_unreachable_server_is_one_line(af_home, tmp_path):
                    env=dict(os.environ, PREFECT_API_URL="http://127.0.0.1:9/api"))
     assert done.returncode == 2
     assert done.stderr.strip() == ("affectflow: error: the Prefect server at http://127.0.0.1:9/api does not answer "
-                                   "(ConnectError); start it with `make serve`, or unset PREFECT_API_URL to run "
+                                   "(ConnectionRefusedError); start it with `make serve`, or unset PREFECT_API_URL to run "
                                    "without one")
 
 
