@@ -8,6 +8,7 @@ export PREFECT_HOME ?= $(AFFECTFLOW_HOME)/prefect
 PORT ?= 4200
 export PREFECT_API_URL ?= http://127.0.0.1:$(PORT)/api
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
 export PREFECT_UI_URL ?= http://127.0.0.1:$(PORT)
 export HF_HUB_OFFLINE ?= 1
 PYTEST_ARGS ?=

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # nor the SDK's telemetry (the Makefile turns analytics off too)
     # Without PREFECT_API_URL, Prefect starts a temporary server and gives it 20 s, which a
     # busy machine misses ("Timed out while attempting to connect to ephemeral Prefect API server")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

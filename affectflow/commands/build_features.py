@@ -73,6 +73,9 @@ def _run_flow(params: dict, as_json: bool) -> int:
     if summary is not None:  # answered without Prefect: a no-op re-run costs what the plan does
         print_summary(summary, as_json=as_json)
         return 0
+    from tasks.validate import preload
+
+    preload()  # there is work: Great Expectations loads in its own process while Prefect loads here
     from prefect.exceptions import FailedRun
 
     from flows.build_features import build_features
