@@ -54,13 +54,10 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True, slot: bool = True)
     share `home` on a filesystem with `flock`). When the warehouse is on an object store, which
     machines share without sharing `home`, the item also holds a slot on the Prefect server
     (`tasks.item_slots`), taken after the file lock so a machine's own processes queue locally."""
-    lock_dir = wh.home / "locks" / "items"
-    with writing(lock_dir):
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        fh = open(lock_dir / f"{key}.lock", "w")  # noqa: SIM115 (closed by the with below)
-    with fh:
+    fd = _open_lock(wh.home / "locks" / "items", key)
+    try:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
@@ -71,7 +68,21 @@ def item_lock(wh: Warehouse, key: str, blocking: bool = True, slot: bool = True)
                 with item_slot(key, blocking) as held:
                     yield held
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_lock(lock_dir: Path, key: str) -> int:
+    """The lock file's descriptor: a bare `os.open`, its folder made only when missing (a
+    buffered text file and a mkdir per lock were ~1 ms of every image of a folder)."""
+    path = lock_dir / f"{key}.lock"
+    with writing(lock_dir):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
 @contextmanager
