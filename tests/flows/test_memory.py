@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
-import pyarrow as pa
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -66,26 +64,43 @@ def test_long_video_peak_memory_is_flat(tmp_path, feat_data, prefect_server, med
     assert peaks[30] < peaks[1] * 1.15  # flat: 30x the video, not more memory
 
 
+WRITE_A_MILLION = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import pyarrow.parquet as pq
+from data_contracts import FRAMES
+from tasks.extractors.base import frames_batch
+from warehouse.writer import PartitionWriter
+
+def peak_mb():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
+
+n = 4096
+keys = {"video_id": ["v"] * n, "frame": np.arange(n, dtype=np.int32), "face_id": np.zeros(n, np.int16),
+        "timestamp": np.arange(n) / 30.0, "success": np.ones(n, np.int8), "confidence": np.ones(n, np.float32)}
+features = {f"{a}_{i}": np.random.default_rng(i).random(n, dtype=np.float32) * 600 for a in "xy" for i in range(68)}
+batch = frames_batch("s", keys, features)
+before = peak_mb()
+with PartitionWriter(Path(sys.argv[1]), FRAMES.arrow_schema()) as writer:
+    for _ in range(1_000_000 // n + 1):
+        writer.write(batch)
+    writer.commit()
+print(json.dumps({"grown": peak_mb() - before, "rows": writer.rows, "written": pq.ParquetFile(sys.argv[1]).metadata.num_rows}))
+"""
+
+
 def test_writer_streams_a_million_frames(tmp_path):
-    """1M frames through PartitionWriter: memory grows by far less than the data's size."""
-    import resource
+    """1M frames through PartitionWriter: memory grows by far less than the data's size. In a
+    fresh process, whose peak (VmHWM) starts at its own exec: the test process's peak, set by
+    whatever ran before, would hide any growth below it."""
+    import json
 
-    from data_contracts import FRAMES
-    from tasks.extractors.base import frames_batch
-    from warehouse.writer import PartitionWriter
-
-    n = 4096
-    keys = {"video_id": ["v"] * n, "frame": np.arange(n, dtype=np.int32), "face_id": np.zeros(n, np.int16),
-            "timestamp": np.arange(n) / 30.0, "success": np.ones(n, np.int8), "confidence": np.ones(n, np.float32)}
-    features = {f"{a}_{i}": np.random.default_rng(i).random(n, dtype=np.float32) * 600 for a in "xy" for i in range(68)}
-    batch = frames_batch("s", keys, features)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with PartitionWriter(tmp_path / "f.parquet", FRAMES.arrow_schema()) as writer:
-        for _ in range(1_000_000 // n + 1):
-            writer.write(batch)
-        writer.commit()
-    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-    data_mb = writer.rows * 136 * 4 / 2**20
-    assert writer.rows >= 1_000_000
-    assert pa.parquet.ParquetFile(tmp_path / "f.parquet").metadata.num_rows == writer.rows
-    assert grown < data_mb / 4, f"grew {grown:.0f} MB while writing {data_mb:.0f} MB of landmarks"
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", WRITE_A_MILLION, str(tmp_path / "f.parquet")], cwd=repo,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    found = json.loads(out.stdout.splitlines()[-1])
+    data_mb = found["rows"] * 136 * 4 / 2**20
+    assert found["rows"] >= 1_000_000 and found["written"] == found["rows"]
+    assert found["grown"] < data_mb / 4, f"grew {found['grown']:.0f} MB while writing {data_mb:.0f} MB of landmarks"
