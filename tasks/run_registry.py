@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -45,6 +45,16 @@ def active_run(home: Path, run_id: str, flow: str) -> Iterator[None]:
         yield
     finally:
         record.unlink(missing_ok=True)
+
+
+@contextmanager
+def tracked_run(home: Path, run_id: str, flow: str, warn: Callable[[str], object]) -> Iterator[None]:
+    """What every flow does around its work: mark this machine's killed runs crashed (each said
+    through `warn`), then record this run as in progress for the life of the block."""
+    for crashed in mark_crashed(home):
+        warn(f"run {crashed} was killed before it finished: marked crashed")
+    with active_run(home, run_id, flow):
+        yield
 
 
 def _safe(run_id: str) -> str:

@@ -139,3 +139,26 @@ def test_a_killed_run_is_marked_crashed_by_the_next_one(af_home, prefect_server,
     state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
     assert "marked crashed by the next run" in state["message"]
     assert not list((af_home / "active-runs").glob("*.json"))
+
+
+@pytest.mark.parametrize("args, failpoint", [(["resplit", "--mode", "reshuffle", "--seed", "7"], "split-written=kill"),
+                                             (["train", "--epochs", "2"], "train-epoch=kill")],
+                         ids=["resplit", "train"])
+def test_a_killed_resplit_or_train_is_marked_crashed_by_the_next_run(af_home, prefect_server, args, failpoint):
+    from tests.synthetic_training import build_warehouse
+
+    build_warehouse(af_home, videos_per_class=8)
+    api = prefect_server["PREFECT_API_URL"]
+    env = dict(os.environ, PREFECT_API_URL=api, AFFECTFLOW_FAILPOINTS=failpoint)
+    killed = _cli(args, env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    records = list((af_home / "active-runs").glob("*.json"))
+    assert len(records) == 1 and f'"flow": "{args[0]}"' in records[0].read_text()
+    run_id = records[0].stem
+    assert httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]["type"] == "RUNNING"
+    env.pop("AFFECTFLOW_FAILPOINTS")
+    again = _cli(args, env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    state = httpx.get(f"{api}/flow_runs/{run_id}").json()["state"]
+    assert state["type"] == "CRASHED" and "marked crashed by the next run" in state["message"]
+    assert not list((af_home / "active-runs").glob("*.json"))
