@@ -9,41 +9,25 @@ from torch import nn
 
 
 class Head(nn.Module):
-    """A small MLP from the shared representation to one task's outputs. With `direct_dim`, a
-    linear path from the unit's mean input features (`direct`) is added to the MLP's output
-    (wide & deep): the head can be at least a linear model of the inputs, which on a few hundred
-    tabular units is what a linear baseline shows works. The path starts at zero, i.e. as the
-    MLP alone."""
+    """A small MLP from the shared representation to one task's outputs."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, dropout: float = 0.1, direct_dim: int = 0):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, dropout: float = 0.1):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, out_dim))
-        self.direct = nn.Linear(direct_dim, out_dim, bias=False) if direct_dim else None
-        if self.direct is not None:
-            nn.init.zeros_(self.direct.weight)
 
-    def raw(self, z: torch.Tensor, direct: torch.Tensor | None = None) -> torch.Tensor:
-        """The output before any bounding: the MLP's, plus the linear path's when there is one."""
-        out = self.net(z)
-        if self.direct is not None:
-            if direct is None:
-                raise ValueError("this head has a direct input path: pass the mean input features")
-            out = out + self.direct(direct)
-        return out
-
-    def forward(self, z: torch.Tensor, direct: torch.Tensor | None = None) -> torch.Tensor:
-        return self.raw(z, direct)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
 
 
-def emotion_head(in_dim: int, n_classes: int, dropout: float = 0.1, direct_dim: int = 0) -> Head:
+def emotion_head(in_dim: int, n_classes: int, dropout: float = 0.1) -> Head:
     """Logits over the emotion classes."""
-    return Head(in_dim, n_classes, dropout=dropout, direct_dim=direct_dim)
+    return Head(in_dim, n_classes, dropout=dropout)
 
 
-def stress_head(in_dim: int, dropout: float = 0.1, direct_dim: int = 0) -> Head:
+def stress_head(in_dim: int, dropout: float = 0.1) -> Head:
     """One logit: stressed (1) or not (0)."""
-    return Head(in_dim, 1, dropout=dropout, direct_dim=direct_dim)
+    return Head(in_dim, 1, dropout=dropout)
 
 
 VA_MIDPOINT = 1.5  # middle of the label scale 0-3
@@ -55,24 +39,23 @@ class BoundedHead(Head):
     output bias starts at 0, i.e. at the range's midpoint."""
 
     def __init__(self, in_dim: int, out_dim: int, low: float, high: float, hidden: int = 64,
-                 dropout: float = 0.1, direct_dim: int = 0):
-        super().__init__(in_dim, out_dim, hidden, dropout, direct_dim)
+                 dropout: float = 0.1):
+        super().__init__(in_dim, out_dim, hidden, dropout)
         if not high > low:
             raise ValueError(f"a bounded head needs low < high, got [{low}, {high}]")
         self.low, self.high = float(low), float(high)
 
-    def forward(self, z: torch.Tensor, direct: torch.Tensor | None = None) -> torch.Tensor:
-        return self.low + (self.high - self.low) * torch.sigmoid(self.raw(z, direct))
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.low + (self.high - self.low) * torch.sigmoid(self.net(z))
 
 
-def valence_arousal_head(in_dim: int, bounds: tuple[float, float] | None = None, dropout: float = 0.1,
-                         direct_dim: int = 0) -> Head:
+def valence_arousal_head(in_dim: int, bounds: tuple[float, float] | None = None, dropout: float = 0.1) -> Head:
     """Two outputs: valence and arousal. With `bounds` (the label range) they stay inside it;
     without (checkpoints made before bounds existed) the output bias starts at the 0-3 scale's
     midpoint so early training fits the spread rather than the offset."""
     if bounds is not None:
-        return BoundedHead(in_dim, 2, *bounds, dropout=dropout, direct_dim=direct_dim)
-    head = Head(in_dim, 2, dropout=dropout, direct_dim=direct_dim)
+        return BoundedHead(in_dim, 2, *bounds, dropout=dropout)
+    head = Head(in_dim, 2, dropout=dropout)
     output = cast(nn.Linear, head.net[-1])  # Sequential indexing is typed as plain Module
     nn.init.constant_(output.bias, VA_MIDPOINT)
     return head

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from models import losses
-from models.encoders import Encoder, build_encoder, masked_mean
+from models.encoders import Encoder, build_encoder
 from models.heads import ReconstructionHead, emotion_head, stress_head, valence_arousal_head
 
 TASKS = ("emotion", "stress", "valence_arousal")
@@ -29,8 +29,6 @@ class ModelConfig:
     dropout: float = 0.1
     # the valence/arousal label range; None (checkpoints from before bounded heads): unbounded
     va_range: tuple[float, float] | None = None
-    # a linear path from the mean input features to every head, beside the encoder (wide & deep)
-    direct: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.tasks) - set(TASKS)
@@ -54,19 +52,18 @@ class MultiTaskModel(nn.Module):
         self.config = config
         self.encoder: Encoder = build_encoder(config.encoder, config.n_features, config.hidden,
                                               config.layers, config.window, config.dropout)
-        dim, wide = self.encoder.out_dim, config.n_features if config.direct else 0
+        dim = self.encoder.out_dim
         builders = {
-            "emotion": lambda: emotion_head(dim, config.n_emotions, config.dropout, wide),
-            "stress": lambda: stress_head(dim, config.dropout, wide),
-            "valence_arousal": lambda: valence_arousal_head(dim, config.va_range, config.dropout, wide),
+            "emotion": lambda: emotion_head(dim, config.n_emotions, config.dropout),
+            "stress": lambda: stress_head(dim, config.dropout),
+            "valence_arousal": lambda: valence_arousal_head(dim, config.va_range, config.dropout),
         }
         self.heads = nn.ModuleDict({t: builders[t]() for t in config.tasks})
         self.reconstruct_head = ReconstructionHead(dim, config.n_features)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.encoder(x, mask)
-        direct = masked_mean(x, mask) if self.config.direct else None
-        return {task: head(z, direct) for task, head in self.heads.items()}
+        return {task: head(z) for task, head in self.heads.items()}
 
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.reconstruct_head(self.encoder.frames(x, mask))

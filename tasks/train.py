@@ -8,7 +8,11 @@ Two protocols (`TrainConfig.protocol`):
   The supervised stage is an ensemble: member k trains on all folds of those units but fold k and
   early-stops on fold k, so the ensemble learns from every label and no decision ever sees the
   test set; weight decay and dropout are chosen from `REGULARISATION` by the first fold's
-  validation loss; emotion classes are balanced by weight. With `personalise` the finetune
+  validation loss; emotion classes are balanced by weight; the emotion loss is label-smoothed in
+  training (`label_smoothing`), not in validation, so early stopping on the validation loss no
+  longer halts when the net grows confident instead of wrong (measured: openface-labelled, all
+  labelled, 3 seeds, macro-F1 0.762 without, 0.860 with 0.1, 0.831 with 0.2; default split
+  0.512 -> 0.530). With `personalise` the finetune
   partition is held out of that stage and each member is fine-tuned on it afterwards.
 - `research`: the research pipeline's stages as it ran them: pretraining on pretrain + ssl,
   supervised training on `classifier`, confident pseudo-labels on `ssl`, fine-tuning on
@@ -92,7 +96,6 @@ if _label_range("arousal") != VA_RANGE:
 class TrainConfig:
     protocol: str = "pooled"
     encoder: str = "linear"
-    direct: bool = False  # a linear path from the mean input features to every head (wide & deep)
     hidden: int = 64
     layers: int = 2
     window: int = 16
@@ -109,9 +112,7 @@ class TrainConfig:
     mask_rate: float = 0.3
     pseudo_threshold: float = 0.6
     ensemble: int = 5  # pooled: members, each validated on its own fold
-    label_smoothing: float = 0.0  # pooled: of the emotion loss in training (validation loss: none)
-    input_noise: float = 0.0  # pooled: sd of Gaussian noise added to the standardised training inputs
-    refit: bool = False  # pooled: one more member on every labelled unit, for the members' median best epochs
+    label_smoothing: float = 0.1  # pooled: of the emotion loss in training (validation loss: none)
     select_regularisation: bool = True  # pooled: weight decay and dropout from REGULARISATION
     class_weights: bool = True  # pooled: balanced emotion class weights
     personalise: bool = False  # pooled: fine-tune on the finetune partition instead of pooling it
@@ -154,7 +155,7 @@ def use_threads(cfg: TrainConfig, windows: int) -> int:
 def model_config(cfg: TrainConfig, prepared: Prepared, dropout: float | None = None) -> ModelConfig:
     return ModelConfig(cfg.encoder, len(prepared.prep.columns), len(prepared.emotions), tuple(cfg.tasks),
                        cfg.hidden, cfg.layers, prepared.prep.window, cfg.dropout if dropout is None else dropout,
-                       VA_RANGE, cfg.direct)
+                       VA_RANGE)
 
 
 @dataclass(frozen=True)
@@ -170,13 +171,11 @@ def epoch_seed(cfg: TrainConfig, fit: Fit, epoch: int) -> int:
     return cfg.seed * 100_003 + STAGES.index(fit.stage) * 10_007 + fit.index * 1_009 + epoch
 
 
-def _supervised_step(class_weight: torch.Tensor | None = None, noise: float = 0.0, smoothing: float = 0.0):
-    """One batch's task losses; with `noise`, training inputs get Gaussian noise of that standard
-    deviation (inputs are standardised), which for a linear model is ridge regularisation."""
+def _supervised_step(class_weight: torch.Tensor | None = None, smoothing: float = 0.0):
+    """One batch's task losses; `smoothing`: the emotion loss's label smoothing, in training only
+    (validation compares plain losses)."""
     def step(model, weighting, batch, training: bool, generator) -> tuple[torch.Tensor, list[float]]:
         x, mask, targets = batch
-        if training and noise > 0:
-            x = x + noise * torch.randn(x.shape, generator=generator).to(x.device) * mask.unsqueeze(-1)
         weight = None if class_weight is None else class_weight.to(x.device)
         parts = task_losses(model(x, mask), targets, weight, smoothing if training else 0.0)
         # Validation is unweighted across tasks so that early stopping compares alike across schemes.
@@ -431,6 +430,13 @@ def supervised(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback | None =
     return _single_stage(run_dir, "supervised", cfg, train, val, _supervised_step(), cfg.lr, on_epoch)
 
 
+def _pooled_step(cfg: TrainConfig, part: Part, n_classes: int):
+    """The pooled protocol's supervised step: balanced class weights from `part`'s emotions (when
+    `cfg.class_weights`) and label smoothing."""
+    weight = class_weights(torch.from_numpy(part.emotion), n_classes) if cfg.class_weights else None
+    return _supervised_step(weight, cfg.label_smoothing)
+
+
 def _regularised(cfg: TrainConfig, weight_decay: float, dropout: float) -> TrainConfig:
     return replace(cfg, weight_decay=weight_decay, dropout=dropout)
 
@@ -464,8 +470,7 @@ def _supervised_pooled(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback 
     prepared = load_prepared(run_dir)
     part = labelled_units(prepared, ("finetune",) if cfg.personalise else ())
     folds = member_folds(part.emotion, cfg.ensemble, cfg.val_fraction, cfg.seed)
-    step = _supervised_step(class_weights(torch.from_numpy(part.emotion), len(prepared.emotions))
-                            if cfg.class_weights else None, cfg.input_noise, cfg.label_smoothing)
+    step = _pooled_step(cfg, part, len(prepared.emotions))
 
     def train_member(k: int, name: str, member_cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
         fit = Fit("supervised", name, k)
@@ -487,34 +492,10 @@ def _supervised_pooled(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback 
         if cfg.deadline and time.time() > cfg.deadline:
             break  # out of time: the members trained so far make the ensemble
         members.append(train_member(k, f"supervised-m{k}", chosen))
-    if cfg.refit and len(folds) > 1 and not (cfg.deadline and time.time() > cfg.deadline):
-        members.append(_refit_member(run_dir, chosen, prepared, part, step, members, on_epoch))
     history = [h for _, s in [*trials, *members[1:]] for h in s.get("history", [])]
     tried = [{"weight_decay": c[0], "dropout": c[1], "val_loss": v} for c, v in zip(candidates, losses, strict=True)]
     return _save_members(run_dir, "supervised", chosen, members, history, regularisation_tried=tried,
                          weight_decay=chosen.weight_decay, dropout=chosen.dropout, units=len(part))
-
-
-def best_epoch(summary: dict) -> int:
-    """The epoch (1-based) whose validation loss was the fit's lowest."""
-    history = summary.get("history") or []
-    return int(np.argmin([h["val_loss"] for h in history])) + 1 if history else 0
-
-
-def _refit_member(run_dir: Path, cfg: TrainConfig, prepared: Prepared, part: Part, step,
-                  members: list[tuple[torch.nn.Module, dict]], on_epoch: EpochCallback | None):
-    """A member trained on every labelled unit, no slice held out: the epoch count is the fold
-    members' median best epoch (chosen by their validation folds, never by this fit), so it
-    learns from the units the others each left out without an early-stopping set of its own."""
-    epochs = max(1, int(np.median([best_epoch(s) for _, s in members])))
-    fixed = replace(cfg, epochs=epochs, patience=epochs + 1)
-    fit = Fit("supervised", "supervised-all", len(members))
-    model = _start_model(run_dir, fixed, prepared, fit, fixed.dropout)
-    every = tensor_set(part)
-    # without a validation set `_fit` checks the training units: the kept weights are those of the
-    # epoch with the lowest training loss, in practice one of the last
-    summary = _run_fit(run_dir, fit, fixed, model, every, None, step, fixed.lr, on_epoch)
-    return model, {**summary, "best_val_loss": None}  # a training loss: not in the stage's validation mean
 
 
 def pseudo_label(run_dir: Path, cfg: TrainConfig) -> dict:
@@ -581,8 +562,7 @@ def _finetune_pooled(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback | 
     model = build_model(run_dir, chosen, prepared, before="finetune")
     members = list(model.members) if isinstance(model, EnsembleModel) else [model]
     train, val = _split_sets(part, cfg, part.emotion)
-    step = _supervised_step(class_weights(torch.from_numpy(part.emotion), len(prepared.emotions))
-                            if cfg.class_weights else None)
+    step = _pooled_step(cfg, part, len(prepared.emotions))
     done = [(m, _run_fit(run_dir, Fit("finetune", f"finetune-m{k}", k), chosen, m, train, val, step,
                          cfg.lr * cfg.finetune_lr_factor, on_epoch)) for k, m in enumerate(members)]
     history = [h for _, s in done for h in s.get("history", [])]
