@@ -78,6 +78,9 @@ class TrainParams(BaseModel):
                                         "(1e-4/0.1, 1e-2/0.3, 1e-1/0.5) by validation loss; off: the values below; e.g. true")
     class_weights: bool = Field(True, description="pooled protocol: weight emotion classes inversely to their "
                                 "number of training units, e.g. true")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0, description="pooled protocol: label smoothing of the "
+                                   "emotion loss in training (0-1; validation loss unsmoothed, so early stopping "
+                                   "does not halt when the net only grows confident); 0: off; e.g. 0.1")
     epochs: int = Field(200, ge=1, le=5000, description="Most epochs per fit (1-5000; early stopping usually ends sooner), e.g. 200")
     batch_size: int = Field(64, ge=1, le=8192, description="Windows per batch (windows, 1-8192), e.g. 64")
     learning_rate: float = Field(3e-3, gt=0, le=1.0, description="AdamW learning rate (per step, 0-1; the default is TrainConfig.lr, tested), e.g. 0.003")
@@ -116,5 +119,5 @@ class TrainParams(BaseModel):
             tasks=tuple(t.value for t in Task if t in self.tasks), patience=self.patience,
             pseudo_threshold=self.pseudo_label_threshold, ensemble=self.ensemble,
             select_regularisation=self.select_regularisation, class_weights=self.class_weights,
-            personalise=self.personalise, extractor=self.extractor.value if self.extractor else None,
+            label_smoothing=self.label_smoothing, personalise=self.personalise, extractor=self.extractor.value if self.extractor else None,
             seed=self.seed, device=self.device.value, threads=self.threads, deadline=deadline)

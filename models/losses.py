@@ -14,12 +14,14 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return like.sum() * 0.0
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over labelled samples; with class `weight`, the weighted mean."""
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over labelled samples; with class `weight`, the weighted mean; with
+    `smoothing`, against targets that give that much probability mass to the classes evenly."""
     keep = target >= 0
     if not keep.any():
         return _zero(logits)
-    return F.cross_entropy(logits[keep], target[keep], weight=weight)
+    return F.cross_entropy(logits[keep], target[keep], weight=weight, label_smoothing=smoothing)
 
 
 def binary_cross_entropy(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

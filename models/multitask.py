@@ -115,11 +115,12 @@ def average_outputs(outputs: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
 
 
 def task_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                class_weight: torch.Tensor | None = None) -> list[torch.Tensor]:
+                class_weight: torch.Tensor | None = None, smoothing: float = 0.0) -> list[torch.Tensor]:
     """One loss per task in the outputs' order; labels missing for a sample are skipped.
-    `class_weight` weights the emotion classes (balanced weights for skewed classes)."""
+    `class_weight` weights the emotion classes (balanced weights for skewed classes);
+    `smoothing` is the emotion loss's label smoothing."""
     table = {
-        "emotion": lambda out, t: losses.cross_entropy(out, t, class_weight),
+        "emotion": lambda out, t: losses.cross_entropy(out, t, class_weight, smoothing),
         "stress": losses.binary_cross_entropy,
         "valence_arousal": losses.valence_arousal_loss,
     }

@@ -8,7 +8,11 @@ Two protocols (`TrainConfig.protocol`):
   The supervised stage is an ensemble: member k trains on all folds of those units but fold k and
   early-stops on fold k, so the ensemble learns from every label and no decision ever sees the
   test set; weight decay and dropout are chosen from `REGULARISATION` by the first fold's
-  validation loss; emotion classes are balanced by weight. With `personalise` the finetune
+  validation loss; emotion classes are balanced by weight; the emotion loss is label-smoothed in
+  training (`label_smoothing`), not in validation, so early stopping on the validation loss no
+  longer halts when the net grows confident instead of wrong (measured: openface-labelled, all
+  labelled, 3 seeds, macro-F1 0.762 without, 0.860 with 0.1, 0.831 with 0.2; default split
+  0.512 -> 0.530). With `personalise` the finetune
   partition is held out of that stage and each member is fine-tuned on it afterwards.
 - `research`: the research pipeline's stages as it ran them: pretraining on pretrain + ssl,
   supervised training on `classifier`, confident pseudo-labels on `ssl`, fine-tuning on
@@ -108,6 +112,7 @@ class TrainConfig:
     mask_rate: float = 0.3
     pseudo_threshold: float = 0.6
     ensemble: int = 5  # pooled: members, each validated on its own fold
+    label_smoothing: float = 0.1  # pooled: of the emotion loss in training (validation loss: none)
     select_regularisation: bool = True  # pooled: weight decay and dropout from REGULARISATION
     class_weights: bool = True  # pooled: balanced emotion class weights
     personalise: bool = False  # pooled: fine-tune on the finetune partition instead of pooling it
@@ -166,11 +171,13 @@ def epoch_seed(cfg: TrainConfig, fit: Fit, epoch: int) -> int:
     return cfg.seed * 100_003 + STAGES.index(fit.stage) * 10_007 + fit.index * 1_009 + epoch
 
 
-def _supervised_step(class_weight: torch.Tensor | None = None):
+def _supervised_step(class_weight: torch.Tensor | None = None, smoothing: float = 0.0):
+    """One batch's task losses; `smoothing`: the emotion loss's label smoothing, in training only
+    (validation compares plain losses)."""
     def step(model, weighting, batch, training: bool, generator) -> tuple[torch.Tensor, list[float]]:
         x, mask, targets = batch
         weight = None if class_weight is None else class_weight.to(x.device)
-        parts = task_losses(model(x, mask), targets, weight)
+        parts = task_losses(model(x, mask), targets, weight, smoothing if training else 0.0)
         # Validation is unweighted across tasks so that early stopping compares alike across schemes.
         total = weighting(parts, model.shared_parameters()) if training else torch.stack(parts).sum()
         return total, [float(p.detach()) for p in parts]
@@ -423,6 +430,13 @@ def supervised(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback | None =
     return _single_stage(run_dir, "supervised", cfg, train, val, _supervised_step(), cfg.lr, on_epoch)
 
 
+def _pooled_step(cfg: TrainConfig, part: Part, n_classes: int):
+    """The pooled protocol's supervised step: balanced class weights from `part`'s emotions (when
+    `cfg.class_weights`) and label smoothing."""
+    weight = class_weights(torch.from_numpy(part.emotion), n_classes) if cfg.class_weights else None
+    return _supervised_step(weight, cfg.label_smoothing)
+
+
 def _regularised(cfg: TrainConfig, weight_decay: float, dropout: float) -> TrainConfig:
     return replace(cfg, weight_decay=weight_decay, dropout=dropout)
 
@@ -456,8 +470,7 @@ def _supervised_pooled(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback 
     prepared = load_prepared(run_dir)
     part = labelled_units(prepared, ("finetune",) if cfg.personalise else ())
     folds = member_folds(part.emotion, cfg.ensemble, cfg.val_fraction, cfg.seed)
-    step = _supervised_step(class_weights(torch.from_numpy(part.emotion), len(prepared.emotions))
-                            if cfg.class_weights else None)
+    step = _pooled_step(cfg, part, len(prepared.emotions))
 
     def train_member(k: int, name: str, member_cfg: TrainConfig) -> tuple[torch.nn.Module, dict]:
         fit = Fit("supervised", name, k)
@@ -549,8 +562,7 @@ def _finetune_pooled(run_dir: Path, cfg: TrainConfig, on_epoch: EpochCallback | 
     model = build_model(run_dir, chosen, prepared, before="finetune")
     members = list(model.members) if isinstance(model, EnsembleModel) else [model]
     train, val = _split_sets(part, cfg, part.emotion)
-    step = _supervised_step(class_weights(torch.from_numpy(part.emotion), len(prepared.emotions))
-                            if cfg.class_weights else None)
+    step = _pooled_step(cfg, part, len(prepared.emotions))
     done = [(m, _run_fit(run_dir, Fit("finetune", f"finetune-m{k}", k), chosen, m, train, val, step,
                          cfg.lr * cfg.finetune_lr_factor, on_epoch)) for k, m in enumerate(members)]
     history = [h for _, s in done for h in s.get("history", [])]

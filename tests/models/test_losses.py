@@ -31,3 +31,15 @@ def test_reconstruction_loss_only_where_masked() -> None:
     pred, target = torch.zeros(1, 2, 2), torch.tensor([[[1.0, 9.0], [9.0, 9.0]]])
     where = torch.tensor([[[True, False], [False, False]]])
     assert losses.reconstruction_loss(pred, target, where).item() == 1.0
+
+
+def test_label_smoothing_keeps_a_confident_right_answer_costly() -> None:
+    logits = torch.tensor([[12.0, 0.0, 0.0], [0.0, 12.0, 0.0], [0.0, 0.0, 0.0]])
+    target = torch.tensor([0, 1, -1])  # the third is unlabelled: skipped either way
+    plain = losses.cross_entropy(logits, target)
+    smoothed = losses.cross_entropy(logits, target, smoothing=0.1)
+    assert plain.item() < 1e-4  # plain cross-entropy rewards growing the logits without end
+    # smoothed: 0.9 + 0.1/3 on the right class, 0.1/3 on each other one; big logits now cost
+    log_p = torch.log_softmax(logits[:2], -1)
+    expected = -((0.9 + 0.1 / 3) * log_p[[0, 1], [0, 1]] + 0.1 / 3 * (log_p.sum(1) - log_p[[0, 1], [0, 1]]))
+    assert torch.isclose(smoothed, expected.mean(), atol=1e-5) and smoothed.item() > 0.5

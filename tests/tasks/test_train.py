@@ -14,14 +14,15 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from data_contracts.splits import Stages
-from models.multitask import EnsembleModel
+from models.multitask import EnsembleModel, MultiTaskModel
+from models.weighting import build_weighting
 from tasks import train as tr
 from tasks.checkpoint import load_checkpoint, predict_frames, predict_units
 from tasks.errors import SetupError
 from tasks.evaluate import evaluate_run, model_scores
 from tasks.publish_split import publish_split
 from tasks.split import SplitSpec
-from tasks.training_data import labelled_units, member_folds
+from tasks.training_data import labelled_units, member_folds, tensor_set
 from tests.synthetic_training import (
     COLUMNS,
     MEDIAPIPE_SOURCE,
@@ -340,3 +341,27 @@ def test_normalisation_of_a_column_without_values_is_quiet_and_neutral() -> None
     np.testing.assert_allclose(prep.mean[:2], [frames[:, 0].mean(), finite[:, 1].mean()], rtol=1e-5)
     np.testing.assert_allclose(prep.std[:2], [frames[:, 0].std(), finite[:, 1].std()], rtol=1e-5)
     assert (prep.mean[2], prep.std[2]) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("protocol", ["pooled", "research"])
+def test_pooled_training_smooths_the_emotion_loss_and_validation_does_not(warehouse, tmp_path: Path,
+                                                                         protocol: str) -> None:
+    _prepared(warehouse, tmp_path)
+    prepared = tr.load_prepared(tmp_path)
+    part = labelled_units(prepared)
+    cfg = replace(CFG, protocol=protocol, class_weights=False, dropout=0.0)
+    assert cfg.label_smoothing == 0.1  # the default
+    step = tr._pooled_step(cfg, part, len(prepared.emotions)) if cfg.pooled else tr._supervised_step()
+    model = MultiTaskModel(tr.model_config(cfg, prepared)).eval()
+    batch = tensor_set(part).batch(torch.arange(len(part)), torch.device("cpu"))
+    weighting = build_weighting("fixed", len(cfg.tasks))
+    (emotion_train, *_), (emotion_val, *_) = (step(model, weighting, batch, training, None)[1]
+                                              for training in (True, False))
+    with torch.no_grad():
+        logits, target = model(batch[0], batch[1])["emotion"], batch[2]["emotion"]
+    plain = float(torch.nn.functional.cross_entropy(logits, target))
+    smoothed = float(torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1))
+    assert abs(smoothed - plain) > 1e-3  # the test can tell them apart
+    assert emotion_val == pytest.approx(plain, abs=1e-5)  # early stopping compares plain losses
+    # the research protocol reproduces the research pipeline: no smoothing there
+    assert emotion_train == pytest.approx(smoothed if cfg.pooled else plain, abs=1e-5)
