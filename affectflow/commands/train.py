@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pooled: fine-tune on the finetune partition instead of training on it with the rest")
     p.add_argument("--encoder", help="linear | mlp | transformer (default linear)")
     p.add_argument("--ensemble", type=int, help="models averaged, one per fold (default 5; 1: one model)")
+    p.add_argument("--label-smoothing", type=float, help="pooled protocol: label smoothing of the emotion loss "
+                   "in training, 0 <= s < 1 (default 0.1; 0: none; validation is never smoothed)")
     p.add_argument("--epochs", type=int, help="most epochs per fit (default 200, early stopping ends sooner)")
     p.add_argument("--batch-size", type=int, help="windows per batch (default 64)")
     p.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (default 3e-3)")
