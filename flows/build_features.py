@@ -23,7 +23,6 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
-from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from affectflow.forms import apply_form_schema
@@ -60,7 +59,7 @@ from tasks.load import (
 from tasks.media import display_path
 from tasks.plan import Plan, Unit
 from tasks.progress import progress_bar
-from tasks.run_registry import active_run, mark_crashed
+from tasks.run_registry import current_run_id, tracked_run
 from tasks.validate import preload as preload_validation
 from warehouse import Warehouse
 from warehouse.catalog import refresh_catalog
@@ -227,14 +226,14 @@ def build_features(
         relabel: Reset every label to what this run's sources say (manifest, folder and file names), including labels an earlier manifest gave, e.g. false
     """
     started_at, t0 = now(), time.perf_counter()
-    run_id = str(flow_run.get_id() or f"local-{int(time.time() * 1000)}")
+    run_id = current_run_id()
     settings = load_settings()
     try:
         wh = Warehouse(settings.home).init()
     except StorageError as exc:
         get_run_logger().error("%s", exc)
         return Failed(message=str(exc))  # type: ignore[return-value]
-    with active_run(settings.home, run_id, "build-features"):
+    with tracked_run(settings.home, run_id, "build-features", get_run_logger().warning):
         try:
             summary = _build(source, labels, extractor, ExtractOptions(fps=fps, max_frames=max_frames,
                              min_confidence=min_confidence), num_faces, workers, task_runner, dask_address, force,
@@ -254,8 +253,6 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
            wh: Warehouse, t0: float) -> dict[str, Any]:
     logger = get_run_logger()
     settings = load_settings()
-    for crashed in mark_crashed(settings.home):
-        logger.warning("run %s was killed before it finished: marked crashed", crashed)
     removed = sweep_orphans(wh)
     if removed:
         logger.warning("removed %d leftovers of an interrupted run", removed)

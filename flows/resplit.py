@@ -7,13 +7,11 @@ unchanged data and parameters it writes nothing; a split that fails its contract
 
 from __future__ import annotations
 
-import time
 from enum import StrEnum
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.schedules import Cron
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,7 +19,7 @@ from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
 from data_contracts.splits import Stages
 from tasks.publish_split import SplitOutcome, SplitRejected, publish_split, report_markdown
-from tasks.run_registry import tracked_run
+from tasks.run_registry import current_run_id, tracked_run
 from tasks.split import DEFAULT_CLASS_ORDER, SplitSpec
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -106,7 +104,7 @@ def resplit(params: ResplitParams = ResplitParams()) -> dict:  # noqa: B008 - py
     """
     logger = get_run_logger()
     home = load_settings().home
-    with tracked_run(home, str(flow_run.get_id() or f"local-{int(time.time() * 1000)}"), "resplit", logger.warning):
+    with tracked_run(home, current_run_id(), "resplit", logger.warning):
         outcome = publish(params)
     create_markdown_artifact(report_markdown(outcome), key="split-report",
                              description=f"split {outcome.split_id or '(not written)'}: {outcome.status}")

@@ -28,7 +28,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from affectflow.forms import apply_form_schema
 from affectflow.settings import Settings, load_settings
@@ -37,7 +36,7 @@ from tasks import evaluate as ev
 from tasks import train as tr
 from tasks.faults import failpoint
 from tasks.report import publish_report_artifact
-from tasks.run_registry import tracked_run
+from tasks.run_registry import current_run_id, tracked_run
 from warehouse import Warehouse
 from warehouse.catalog import connect, refresh_catalog
 
@@ -171,8 +170,7 @@ def train(params: TrainParams = TrainParams()) -> dict:  # noqa: B008 - pydantic
     """
     logger = get_run_logger()
     settings = load_settings()
-    flow_run_id = str(flow_run.get_id() or f"local-{int(time.time() * 1000)}")
-    with tracked_run(settings.home, flow_run_id, "train", logger.warning):
+    with tracked_run(settings.home, current_run_id(), "train", logger.warning):
         return _train(params, settings, logger)
 
 

@@ -47,6 +47,15 @@ def active_run(home: Path, run_id: str, flow: str) -> Iterator[None]:
         record.unlink(missing_ok=True)
 
 
+def current_run_id() -> str:
+    """This flow run's id on the Prefect server; outside a flow run, a local one."""
+    import time
+
+    from prefect.runtime import flow_run
+
+    return str(flow_run.get_id() or f"local-{int(time.time() * 1000)}")
+
+
 @contextmanager
 def tracked_run(home: Path, run_id: str, flow: str, warn: Callable[[str], object]) -> Iterator[None]:
     """What every flow does around its work: mark this machine's killed runs crashed (each said
