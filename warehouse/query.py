@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -124,7 +125,7 @@ def _lock_down(con: duckdb.DuckDBPyConnection, wh: Warehouse, scratch: Path) -> 
     con.execute("SET lock_configuration=true")
 
 
-class _Running:
+class _Running(ABC):
     """A query's last statement running in a worker thread that hands its output over a small
     queue, so memory stays one or two chunks whatever the result's size, and the time limit and
     Ctrl-C (on the caller's thread) can stop it at any point."""
@@ -137,9 +138,9 @@ class _Running:
         self._worker = threading.Thread(target=self._run, name="affectflow-query", daemon=True)
         self._worker.start()
 
+    @abstractmethod
     def _produce(self) -> None:
         """Run the last statement and `_put` its output (each subclass: batches, or a table's head)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _produce")
 
     def _put(self, kind: str, value: object = None) -> bool:
         """Hand `value` to the reader; False once the reader has gone (the worker then stops)."""
