@@ -80,9 +80,14 @@ def _copy_bundled(spec: ModelFile, path: Path) -> bool:
         return False
     _verify(spec, source)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.bundled.part")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, path)
+    # a temporary name of its own: two runs starting at once both install the file
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bundled.part", dir=path.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
     return True
 
 

@@ -68,6 +68,26 @@ def test_bundled_copy_is_installed_offline(tmp_path: Path):
     assert file_sha256(path) == SPEC.sha256
 
 
+def test_runs_starting_together_all_install_the_bundled_copy(tmp_path: Path):
+    models, start, errors = tmp_path / "models", threading.Barrier(8), []
+
+    def install() -> None:
+        start.wait()
+        try:
+            ensure_model_file(NAME, models, offline=True)
+        except Exception as exc:  # noqa: BLE001 - collected, asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=install) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert file_sha256(models / SPEC.filename) == SPEC.sha256
+    assert [p.name for p in models.iterdir()] == [SPEC.filename]  # no temporary file left
+
+
 def test_offline_and_missing_names_file_url_and_folder(tmp_path: Path, monkeypatch):
     monkeypatch.setitem(MODEL_FILES, NAME, dataclasses.replace(SPEC, bundled=None))
     with pytest.raises(SetupError) as err:
