@@ -76,10 +76,10 @@ class _Stats:
     per_video: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0.0]))
 
     def add(self, batch: pa.RecordBatch) -> None:
-        ids = batch.column("video_id").to_numpy(zero_copy_only=False)
-        success = batch.column("success").to_numpy()
-        stamps = batch.column("timestamp").to_numpy()
-        self.frames += batch.num_rows
+        self.add_rows(*_stat_columns(batch))
+
+    def add_rows(self, ids: np.ndarray, success: np.ndarray, stamps: np.ndarray) -> None:
+        self.frames += len(ids)
         self.face_frames += int(success.sum())
         for vid in np.unique(ids):
             mask = ids == vid
@@ -89,14 +89,28 @@ class _Stats:
             entry[2] = max(entry[2], float(stamps[mask].max()))
 
 
+def _stat_columns(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (batch.column("video_id").to_numpy(zero_copy_only=False), batch.column("success").to_numpy(),
+            batch.column("timestamp").to_numpy())
+
+
 @dataclass
 class _Done:
-    """A member whose rows are ready to commit."""
+    """A member whose rows are ready to commit: its `batches`, or for an image of a shard the rows
+    `span` (start, end) of the shard's one batch. A slice of ~830 columns costs ~200 KB of Arrow
+    objects, so an image's slice is made only when it is validated alone."""
 
     member: Member
     meta: ItemMeta
     stats: _Stats
     batches: list[pa.RecordBatch]  # empty for a streamed video (already in the writer)
+    span: tuple[pa.RecordBatch, int, int] | None = None
+
+    def rows(self) -> list[pa.RecordBatch]:
+        if self.span is None:
+            return self.batches
+        whole, start, end = self.span
+        return [whole.slice(start, end - start)]
 
 
 _local = threading.local()
@@ -197,7 +211,11 @@ def _collect(member: Member, extractor: Extractor, ctx: BuildContext) -> _Done:
 
 
 def _combined(done: list[_Done]) -> pa.RecordBatch | None:
-    batches = [b for d in done for b in d.batches]
+    spans = [d.span for d in done if d.span is not None]
+    if spans and len(spans) == len(done) and len({id(whole) for whole, _, _ in spans}) == 1:
+        rows = np.concatenate([np.arange(start, end) for _, start, end in spans])
+        return spans[0][0].take(pa.array(rows, pa.int64()))
+    batches = [b for d in done for b in d.rows()]
     if not batches:
         return None
     if len(batches) == 1:
@@ -221,7 +239,7 @@ def _validate_shard(done: list[_Done], results: dict[str, ItemResult],
     good = []
     for d in done:
         try:
-            for batch in d.batches:
+            for batch in d.rows():
                 validate_batch(FRAMES, batch)
             good.append(d)
         except ItemError as exc:
@@ -254,12 +272,14 @@ def _collect_images(todo: list[Member], extractor: Extractor, results: dict[str,
         if _run_member(m, lambda m=m, rgb=rgb: _add_image(m, rgb, extractor, builder), results[m.source_id]):
             spans.append((m, ItemMeta(kind="image", width=rgb.shape[1], height=rgb.shape[0]), start, builder.n))
     whole = builder.flush()
+    if whole is None:
+        return [], None
+    columns = _stat_columns(whole)
     done = []
     for m, meta, start, end in spans:
-        part = whole.slice(start, end - start)  # type: ignore[union-attr]
         stats = _Stats()
-        stats.add(part)
-        done.append(_Done(m, meta, stats, [part]))
+        stats.add_rows(*(c[start:end] for c in columns))
+        done.append(_Done(m, meta, stats, [], (whole, start, end)))
     return done, whole
 
 
