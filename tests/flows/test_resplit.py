@@ -197,7 +197,8 @@ def test_row_strategy_holds_out_a_stratified_test_set_by_default(af_home: Path) 
     test = dict(_sql(wh, f"""SELECT emotion, count(*) FROM splits WHERE split_id = '{result['split_id']}'
         AND partition = 'test' GROUP BY 1"""))
     assert test == {"angry": 30, "sad": 30, "happy": 9, "neutral": 19}  # 15% of each CSV's rows
-    rest = {e: [v for v in ids if v not in _test_ids(wh, result["split_id"])] for e, ids in csv_rows.items()}
+    held_out = _test_ids(wh, result["split_id"])
+    rest = {e: [v for v in ids if v not in held_out] for e, ids in csv_rows.items()}
     got = _sql(wh, f"SELECT video_id, partition FROM splits WHERE split_id = '{result['split_id']}' AND partition <> 'test'")
     research = _research_split(rest)
     assert {p: {v for v, q in got if q == p} for p in research} == research
