@@ -38,7 +38,7 @@ from warehouse.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
 PARTIAL_BELOW = 0.9  # a video that decodes to fewer than this share of its listed frames is partial
-IMAGES_AHEAD = 4  # still images a shard decodes ahead of the detector
+IMAGES_AHEAD = 2  # still images a shard decodes ahead of the detector (4 measured no faster, 13 MB more on 720p)
 
 
 @dataclass(frozen=True)
