@@ -56,6 +56,9 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+MODEL_FILE_MODE = 0o644  # readable by everyone sharing a models folder (a temporary file is 0600)
+
+
 def ensure_model_file(name: str, models_dir: Path, offline: bool) -> Path:
     """The verified path of model file `name` in `models_dir`, downloading it when allowed."""
     spec = MODEL_FILES[name]
@@ -85,6 +88,7 @@ def _copy_bundled(spec: ModelFile, path: Path) -> bool:
     os.close(fd)
     try:
         shutil.copyfile(source, tmp_name)
+        os.chmod(tmp_name, MODEL_FILE_MODE)
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
@@ -120,6 +124,7 @@ def _download(spec: ModelFile, path: Path) -> None:
         if digest != spec.sha256:
             raise SetupError(f"downloaded {spec.filename} from {spec.url} has sha256 {digest}, "
                              f"expected {spec.sha256}; not used. {_missing(spec, path.parent)}")
+        os.chmod(tmp, MODEL_FILE_MODE)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

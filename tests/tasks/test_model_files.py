@@ -86,6 +86,7 @@ def test_runs_starting_together_all_install_the_bundled_copy(tmp_path: Path):
     assert errors == []
     assert file_sha256(models / SPEC.filename) == SPEC.sha256
     assert [p.name for p in models.iterdir()] == [SPEC.filename]  # no temporary file left
+    assert (models / SPEC.filename).stat().st_mode & 0o777 == 0o644  # others sharing the folder can read it
 
 
 def test_offline_and_missing_names_file_url_and_folder(tmp_path: Path, monkeypatch):
