@@ -24,7 +24,7 @@ import pyarrow as pa
 from data_contracts import CONTRACT_VERSION, FRAMES
 from tasks.errors import ItemError, TransientError
 from tasks.extractors import get_extractor
-from tasks.extractors.base import ExtractOptions, Extractor, FrameBatchBuilder, ItemMeta
+from tasks.extractors.base import ExtractOptions, Extractor, FrameBatchBuilder, ImageAdder, ItemMeta
 from tasks.faults import failpoint
 from tasks.labels import Label
 from tasks.load import after_commit, commit_unit, file_lock, now, quarantine_item, unit_locks
@@ -258,7 +258,7 @@ def _decoded(todo: list[Member]):
     return prefetched((read(m) for m in todo), IMAGES_AHEAD)
 
 
-def _collect_images(todo: list[Member], extractor: Extractor, results: dict[str, ItemResult]
+def _collect_images(todo: list[Member], extractor: ImageAdder, results: dict[str, ItemResult]
                     ) -> tuple[list[_Done], pa.RecordBatch | None]:
     """A shard of still images as one batch of rows: each decoded image straight into one
     builder (per-image batches cost more than the detector on small images)."""
@@ -283,7 +283,7 @@ def _collect_images(todo: list[Member], extractor: Extractor, results: dict[str,
     return done, whole
 
 
-def _add_image(member: Member, rgb, extractor: Extractor, builder: FrameBatchBuilder) -> bool:
+def _add_image(member: Member, rgb, extractor: ImageAdder, builder: FrameBatchBuilder) -> bool:
     failpoint("extract-item", member.item.path)
     extractor.add_image(rgb, member.source_id, member.source_id, builder)
     return True
@@ -318,7 +318,7 @@ def _extract_unit(unit: Unit, extractor: Extractor, ctx: BuildContext, wh: Wareh
         member = todo[0]
         done = _run_member(member, lambda: _stream_video(member, extractor, ctx, writer), results[member.source_id])
         return ([done] if done else []), writer
-    if extractor.adds_images and all(m.item.kind == "image" for m in todo):
+    if isinstance(extractor, ImageAdder) and all(m.item.kind == "image" for m in todo):
         collected, whole = _collect_images(todo, extractor, results)
     else:
         collected = [d for m in todo

@@ -77,13 +77,16 @@ class Extractor(ABC):
         """Release models and threads."""
         return None
 
-    # Still images in shards: an extractor that can take decoded images one by one sets this and
-    # implements `add_image`, so a shard is one batch of rows built once (not one per image).
-    adds_images = False
 
+
+class ImageAdder(ABC):
+    """An extractor that also takes decoded still images one by one: a shard of images becomes
+    one batch of rows built once (not one per image). Extractors without it read each image
+    through `extract`."""
+
+    @abstractmethod
     def add_image(self, rgb: np.ndarray, video_id: str, source_id: str, builder: FrameBatchBuilder) -> None:
-        # only called when `adds_images` is true; the others read each image through `extract`
-        raise NotImplementedError(f"{type(self).__name__} reads images through extract() (adds_images is False)")
+        """The rows of one RGB image into `builder`."""
 
 
 class FrameBatchBuilder:

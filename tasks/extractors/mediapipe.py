@@ -40,7 +40,14 @@ import pyarrow as pa
 from affectflow.settings import load_settings
 from data_contracts.tables import blendshape_column
 from tasks.extractors.au_estimate import AuEstimate, load_au_estimate
-from tasks.extractors.base import BATCH_ROWS, ExtractOptions, Extractor, FrameBatchBuilder, ItemMeta
+from tasks.extractors.base import (
+    BATCH_ROWS,
+    ExtractOptions,
+    Extractor,
+    FrameBatchBuilder,
+    ImageAdder,
+    ItemMeta,
+)
 from tasks.extractors.tracking import Box, IouTracker
 from tasks.media import Frame, MediaItem, iter_frames
 from tasks.model_files import MODEL_FILES, ensure_model_file
@@ -139,7 +146,7 @@ def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None, blendshapes: l
     return box, features
 
 
-class MediaPipeExtractor(Extractor):
+class MediaPipeExtractor(Extractor, ImageAdder):
     """MediaPipe Face Landmarker v2 on videos and still images."""
 
     name = "mediapipe"
@@ -205,8 +212,6 @@ class MediaPipeExtractor(Extractor):
             yield from self._rows(landmarker, True, item, source_id, options, meta)
         finally:
             landmarker.close()
-
-    adds_images = True
 
     @capturing
     def add_image(self, rgb: np.ndarray, video_id: str, source_id: str, builder: FrameBatchBuilder) -> None:
