@@ -16,6 +16,8 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,17 +84,29 @@ def _copy_bundled(spec: ModelFile, path: Path) -> bool:
     if not source.is_file():
         return False
     _verify(spec, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a temporary name of its own: two runs starting at once both install the file
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".bundled.part", dir=path.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp_name)
-        os.chmod(tmp_name, MODEL_FILE_MODE)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with _installing(spec, path, ".bundled.part") as out, open(source, "rb") as src:
+        shutil.copyfileobj(src, out)
     return True
+
+
+@contextmanager
+def _installing(spec: ModelFile, path: Path, suffix: str) -> Iterator[BinaryIO]:
+    """A temporary file of its own beside `path` (two runs starting at once may both install
+    it), open for writing; when the block ends without an error it becomes `path`, readable by
+    everyone sharing the folder. Otherwise it is removed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise SetupError(f"{_missing(spec, path.parent)} (cannot write there: {exc.strerror or exc})") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.chmod(tmp, MODEL_FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _missing(spec: ModelFile, models_dir: Path) -> str:
@@ -112,22 +126,11 @@ def _verify(spec: ModelFile, path: Path) -> None:
 
 def _download(spec: ModelFile, path: Path) -> None:
     """Fetch to a temporary file beside `path`, check size and sha256, then rename into place."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise SetupError(f"{_missing(spec, path.parent)} (cannot write there: {exc.strerror or exc})") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            digest = _fetch_into(spec, out, path.parent)
+    with _installing(spec, path, ".part") as out:
+        digest = _fetch_into(spec, out, path.parent)
         if digest != spec.sha256:
             raise SetupError(f"downloaded {spec.filename} from {spec.url} has sha256 {digest}, "
                              f"expected {spec.sha256}; not used. {_missing(spec, path.parent)}")
-        os.chmod(tmp, MODEL_FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _fetch_into(spec: ModelFile, out: BinaryIO, models_dir: Path) -> str:
