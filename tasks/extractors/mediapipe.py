@@ -125,10 +125,10 @@ def openface_pose(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return translation, angles
 
 
-def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None, blendshapes: list[Any] | None,
+def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None, blendshapes: list[tuple[str, float]] | None,
                   estimate: AuEstimate | None = None) -> tuple[Box, dict[str, float]]:
-    """One face's box (from all mesh points) and its contract columns (with `estimate`, and
-    blendshapes to feed it, the estimated AUs too)."""
+    """One face's box (from all mesh points, in pixels), its contract columns (with `estimate`,
+    and blendshapes, (name, score) pairs, to feed it, the estimated AUs too)."""
     points = mesh_to_dlib68(mesh_xy)
     features = dict(zip(_LANDMARK_COLUMNS, np.concatenate([points[:, 0], points[:, 1]]).tolist(),
                         strict=True))
@@ -139,8 +139,8 @@ def face_features(mesh_xy: np.ndarray, matrix: np.ndarray | None, blendshapes: l
     if matrix is not None:
         translation, angles = openface_pose(np.asarray(matrix, dtype=np.float64))
         features.update(zip(_POSE_COLUMNS, [*translation.tolist(), *angles.tolist()], strict=True))
-    for category in blendshapes or ():
-        features[blendshape_column(category.category_name)] = float(category.score)
+    for name, score in blendshapes or ():
+        features[blendshape_column(name)] = score
     if estimate is not None and blendshapes:
         features.update(estimate.face_columns(points, features))
     return box, features
@@ -271,18 +271,107 @@ def _detect(landmarker: vision.FaceLandmarker, frame: Frame, timestamp_ms: int |
     import mediapipe as mp
 
     image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame.rgb))
-    if timestamp_ms is None:
-        result = landmarker.detect(image)
-    else:
-        result = landmarker.detect_for_video(image, timestamp_ms)
     height, width = frame.rgb.shape[:2]
     scale = np.array([width, height], dtype=np.float64)
-    faces = []
-    for i, landmarks in enumerate(result.face_landmarks):
-        mesh_xy = np.array([(p.x, p.y) for p in landmarks], dtype=np.float64) * scale
-        matrix = _nth(result.facial_transformation_matrixes, i)
-        faces.append(face_features(mesh_xy, matrix, _nth(result.face_blendshapes, i), estimate))
-    return faces
+    return [face_features(mesh * scale, matrix, shapes, estimate)
+            for mesh, matrix, shapes in _faces(landmarker, image, timestamp_ms)]
+
+
+# One face as MediaPipe found it: the mesh's normalised (x, y), the facial transformation matrix
+# (or None) and the blendshapes as (name, score) pairs (or None)
+RawFace = tuple[np.ndarray, "np.ndarray | None", "list[tuple[str, float]] | None"]
+
+
+def _faces(landmarker: vision.FaceLandmarker, image: Any, timestamp_ms: int | None) -> list[RawFace]:
+    """The faces in one image: read straight from MediaPipe's C result where this MediaPipe has
+    the layout `_CResult` knows, else through its Python API. The API turns every one of the
+    478 points and 52 blendshapes into a Python object (2-3 ms a frame, ~12% of a frame's
+    time, measured), to be read back into arrays here."""
+    reader = _c_result_reader()
+    if reader is not None and hasattr(landmarker, "_lib") and hasattr(landmarker, "_handle"):
+        return reader.faces(landmarker, image, timestamp_ms)
+    result = landmarker.detect(image) if timestamp_ms is None else landmarker.detect_for_video(image, timestamp_ms)
+    return [(np.array([(p.x, p.y) for p in marks], dtype=np.float64),
+             _nth(result.facial_transformation_matrixes, i),
+             [(c.category_name, float(c.score)) for c in shapes]
+             if (shapes := _nth(result.face_blendshapes, i)) is not None else None)
+            for i, marks in enumerate(result.face_landmarks)]
+
+
+class _CResult:
+    """Reads a `FaceLandmarkerResult` from MediaPipe's C structs with numpy views (copied before
+    the result is freed), as MediaPipe's own `from_ctypes` does field by field. Checked against
+    the Python API on real frames (tests/tasks/extractors/test_mediapipe.py)."""
+
+    def __init__(self, face_landmarker: Any, landmark_c: Any, category_c: Any) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        self._result_type = face_landmarker.MpFaceLandmarkerResultC
+        point, category = landmark_c.MpNormalizedLandmarkC, category_c.MpCategoryC
+        self._point = np.dtype({"names": ["x", "y"], "formats": [np.float32, np.float32],
+                                "offsets": [point.x.offset, point.y.offset], "itemsize": ctypes.sizeof(point)})
+        self._category = np.dtype({"names": ["index", "score"], "formats": [np.int32, np.float32],
+                                   "offsets": [category.index.offset, category.score.offset],
+                                   "itemsize": ctypes.sizeof(category)})
+        self._names: dict[int, str] = {}  # blendshape index -> name (fixed by the model)
+
+    def _array(self, pointer: Any, count: int, dtype: np.dtype) -> np.ndarray:
+        if not count:
+            return np.zeros(0, dtype)
+        raw = (self._ctypes.c_char * (count * dtype.itemsize)).from_address(self._ctypes.addressof(pointer.contents))
+        return np.frombuffer(memoryview(raw), dtype, count).copy()
+
+    def faces(self, landmarker: Any, image: Any, timestamp_ms: int | None) -> list[RawFace]:
+        byref, result = self._ctypes.byref, self._result_type()
+        lib = landmarker._lib
+        if timestamp_ms is None:
+            lib.MpFaceLandmarkerDetectImage(landmarker._handle, image._image_ptr, None, byref(result))
+        else:
+            lib.MpFaceLandmarkerDetectForVideo(landmarker._handle, image._image_ptr, None, timestamp_ms, byref(result))
+        try:
+            return [self._face(result, i) for i in range(result.face_landmarks_count)]
+        finally:
+            lib.MpFaceLandmarkerCloseResult(byref(result))
+
+    def _face(self, result: Any, i: int) -> RawFace:
+        marks = result.face_landmarks[i]
+        points = self._array(marks.landmarks, marks.landmarks_count, self._point)
+        mesh = np.stack([points["x"], points["y"]], axis=1).astype(np.float64)
+        matrix = (result.facial_transformation_matrixes[i].to_numpy()
+                  if i < result.facial_transformation_matrixes_count else None)
+        shapes = None
+        if i < result.face_blendshapes_count:
+            listed = result.face_blendshapes[i]
+            found = self._array(listed.categories, listed.categories_count, self._category)
+            for j, index in enumerate(found["index"].tolist()):
+                if index not in self._names:
+                    name = listed.categories[j].category_name
+                    self._names[index] = name.decode("utf-8") if name else ""
+            shapes = [(self._names[index], score) for index, score in
+                      zip(found["index"].tolist(), found["score"].astype(np.float64).tolist(), strict=True)]
+        return mesh, matrix, shapes
+
+
+@functools.cache
+def _c_result_reader() -> _CResult | None:
+    """The C-struct reader, or None where this MediaPipe lays its result out otherwise (the
+    Python API is used then; `AFFECTFLOW_MEDIAPIPE_RESULTS=python` asks for it)."""
+    import os
+
+    if os.environ.get("AFFECTFLOW_MEDIAPIPE_RESULTS", "").strip().lower() == "python":
+        return None
+    try:
+        from mediapipe.tasks.python.components.containers import category_c, landmark_c
+        from mediapipe.tasks.python.vision import face_landmarker
+
+        fields = {name for name, *_ in face_landmarker.MpFaceLandmarkerResultC._fields_}
+        if not {"face_landmarks", "face_landmarks_count", "face_blendshapes", "face_blendshapes_count",
+                "facial_transformation_matrixes", "facial_transformation_matrixes_count"} <= fields:
+            return None
+        return _CResult(face_landmarker, landmark_c, category_c)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _nth(values: list[Any] | None, i: int) -> Any:

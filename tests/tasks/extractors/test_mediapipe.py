@@ -19,6 +19,7 @@ from tasks.extractors.mediapipe import (
     DLIB68_FROM_MESH,
     DLIB68_MIRROR,
     MediaPipeExtractor,
+    _c_result_reader,
     openface_pose,
 )
 from tasks.media import MediaItem
@@ -69,6 +70,28 @@ def test_single_face_image(extractor, feat_data):
     _, rows = run(extractor, feat_data / "single_face.jpg")
     assert len(rows) == 1 and rows.loc[0, "success"] == 1 and rows.loc[0, "timestamp"] == 0
     assert rows[LANDMARKS + BLENDSHAPES].notna().all().all()
+
+
+@pytest.mark.parametrize("name", ["single_face.mp4", "face_noface.mov", "multi_face.jpg", "free-mountain-vector-01.jpg"])
+def test_results_read_from_the_c_structs_equal_the_python_apis(mediapipe_models_dir, feat_data, monkeypatch, name):
+    """The extractor reads MediaPipe's C result with numpy; its Python API gives the same rows
+    (videos in VIDEO mode, several faces, no face), value for value."""
+    _c_result_reader.cache_clear()
+    assert _c_result_reader() is not None  # the pinned MediaPipe has the layout the reader knows
+    tables = {}
+    for how in ("c", "python"):
+        monkeypatch.setenv("AFFECTFLOW_MEDIAPIPE_RESULTS", how)
+        _c_result_reader.cache_clear()
+        extractor = MediaPipeExtractor(models_dir=mediapipe_models_dir, offline=True, num_faces=5)
+        try:
+            tables[how] = run(extractor, feat_data / name)[1]
+        finally:
+            extractor.close()
+    _c_result_reader.cache_clear()
+    assert len(tables["c"]) > 0
+    pd.testing.assert_frame_equal(tables["c"], tables["python"], check_exact=True)
+    if name != "free-mountain-vector-01.jpg":
+        assert tables["c"]["success"].eq(1).any() and tables["c"][BLENDSHAPES + POSE].notna().any().all()
 
 
 def test_several_faces_get_their_own_ids(mediapipe_models_dir, feat_data):
