@@ -78,7 +78,6 @@ class Extractor(ABC):
         return None
 
 
-
 class ImageAdder(ABC):
     """An extractor that also takes decoded still images one by one: a shard of images becomes
     one batch of rows built once (not one per image). Extractors without it read each image

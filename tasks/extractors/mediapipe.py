@@ -349,7 +349,7 @@ class _CResult:
                     name = listed.categories[j].category_name
                     self._names[index] = name.decode("utf-8") if name else ""
             shapes = [(self._names[index], score) for index, score in
-                      zip(found["index"].tolist(), found["score"].astype(np.float64).tolist(), strict=True)]
+                      zip(found["index"].tolist(), found["score"].tolist(), strict=True)]
         return mesh, matrix, shapes
 
 
