@@ -162,8 +162,11 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _create(con: duckdb.DuckDBPyConnection) -> None:
-    keys = [c for c in FRAMES.columns if not c.nullable]
+def _create(con: duckdb.DuckDBPyConnection, filled: list[str]) -> None:
+    """A new snapshot's tables: the key columns and those filled in the first files, created at
+    once (an ALTER TABLE per column costs more with every column: 0.6 s for OpenFace's 700)."""
+    names = set(filled)
+    keys = [c for c in FRAMES.columns if not c.nullable or c.name in names]
     columns = [f'"{c.name}" {c.duckdb_type}' for c in keys] + [f"{FILE_COLUMN} VARCHAR NOT NULL"]
     con.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")
     con.execute("CREATE TABLE _files (name VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, tag VARCHAR)")
@@ -222,7 +225,7 @@ def _publish_locked(wh: Warehouse, directory: Path) -> Published:
         try:
             register(con, wh.root)
             if base is None:
-                _create(con)
+                _create(con, _filled(con, _paths(wh, list(listing))) if listing else [])
             fresh, stale = _diff(_recorded(con, "main"), listing)
             _apply(con, wh, listing, fresh, stale)
             con.execute("CHECKPOINT")
@@ -246,6 +249,10 @@ def _filled(con: duckdb.DuckDBPyConnection, paths: list[str]) -> list[str]:
     return [c.name for c in FRAMES.columns if c.name in found or not c.nullable]
 
 
+def _paths(wh: Warehouse, names: list[str]) -> list[str]:
+    return [str(_frames_dir(wh) / n) for n in names]
+
+
 def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, FileState],
            fresh: list[str], stale: list[str]) -> None:
     con.execute("BEGIN")
@@ -253,7 +260,7 @@ def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, Fil
         con.execute(f"DELETE FROM {TABLE} WHERE {FILE_COLUMN} IN (SELECT unnest(?))", [[_key(n) for n in stale]])
         con.execute("DELETE FROM _files WHERE name IN (SELECT unnest(?))", [stale])
     if fresh:
-        paths = [str(_frames_dir(wh) / n) for n in fresh]
+        paths = _paths(wh, fresh)
         filled = _filled(con, paths)
         stored = _stored(con, TABLE)
         for name in filled:
