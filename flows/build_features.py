@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
@@ -27,6 +27,7 @@ from prefect.states import Failed
 
 from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
+from flows import flow
 from flows.build_params import (
     ExtractorName,
     Fps,

@@ -14,7 +14,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pandas as pd
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
     create_progress_artifact,
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
+from flows import flow
 from tasks import predict as pr
 from tasks.errors import SetupError
 from tasks.extractors.base import ExtractOptions

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.schedules import Cron
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from affectflow.forms import apply_form_schema
 from affectflow.settings import load_settings
 from data_contracts.splits import Stages
+from flows import flow
 from tasks.publish_split import SplitOutcome, SplitRejected, publish_split, report_markdown
 from tasks.run_registry import current_run_id, tracked_run
 from tasks.split import DEFAULT_CLASS_ORDER, SplitSpec

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import cast
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
     create_markdown_artifact,
@@ -31,6 +31,7 @@ from prefect.cache_policies import NO_CACHE
 
 from affectflow.forms import apply_form_schema
 from affectflow.settings import Settings, load_settings
+from flows import flow
 from flows.train_params import TrainParams
 from tasks import evaluate as ev
 from tasks import train as tr
