@@ -140,6 +140,13 @@ class Table:
         return [c.name for c in self.columns]
 
     def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema (built once per table: every batch written is checked against it)."""
+        cached = self.__dict__.get("_arrow_schema")  # a frozen dataclass: kept beside its fields
+        if cached is None:
+            cached = self.__dict__["_arrow_schema"] = self._build_arrow_schema()
+        return cached
+
+    def _build_arrow_schema(self) -> pa.Schema:
         import pyarrow as pa
 
         arrow_fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]

@@ -18,6 +18,7 @@ part of the first column's name.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -34,7 +35,8 @@ REQUIRED = ("frame", "face_id", "timestamp", "confidence", "success")
 FEATURES = [c.name for c in FRAMES.columns if c.feature and OPENFACE in c.extractors]
 KNOWN = set(REQUIRED) | set(FEATURES)
 INTEGER_KEYS = [c for c in FRAMES.columns if c.name in REQUIRED and c.is_integer]  # frame, face_id, success
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 4096  # rows per chunk when a file is read as text (to name a bad value)
+BLOCK_BYTES = 16 << 20  # bytes of CSV per parsed block: ~2,500 rows of OpenFace's 700 columns
 ENCODING = "utf-8-sig"  # reads a byte-order mark (Excel, PowerShell) as such
 
 
@@ -57,14 +59,15 @@ def check_columns(columns: list[str]) -> list[str]:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise ItemError("extract", f"not an OpenFace CSV: missing required columns {missing}")
-    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    dupes = sorted(c for c, n in Counter(columns).items() if n > 1)
     if dupes:
         raise ItemError("extract", f"duplicate columns {dupes[:5]}")
     unknown = [c for c in columns if c not in KNOWN]
     if unknown:
         raise ItemError("extract", f"columns not in OpenFace 2.x output (renamed?): {unknown[:6]}"
                         + (f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""))
-    present = [c for c in FEATURES if c in columns]
+    given = set(columns)
+    present = [c for c in FEATURES if c in given]
     if not present:
         raise ItemError("extract", "OpenFace CSV has no feature columns")
     return present
@@ -109,72 +112,118 @@ class OpenFaceCsvExtractor(Extractor):
                 meta: ItemMeta) -> Iterator[pa.RecordBatch]:
         columns = _header(item)
         present = check_columns(columns)
-        try:
-            stamps = pd.read_csv(item.path, skipinitialspace=True, encoding=ENCODING,
-                                 usecols=lambda c: c.strip() == "timestamp")
-        except (pd.errors.ParserError, ValueError) as exc:
-            raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
-        if stamps.empty:
+        stamps = _timestamps(item, columns)
+        if not len(stamps):
             raise ItemError("extract", "OpenFace CSV has a header but no rows")
-        per_row = len(stamps) > 1 and bool((pd.to_numeric(stamps.iloc[:, 0], errors="coerce") == 0).all())
+        per_row = len(stamps) > 1 and bool((stamps == 0).all())
         meta.kind = "openface-image" if per_row else "openface-video"
         meta.extra["rows"] = len(stamps)
-        yield from self._chunks(item, source_id, options, present, per_row)
+        yield from self._chunks(item, source_id, options, columns, present, per_row)
 
-    def _chunks(self, item: MediaItem, source_id: str, options: ExtractOptions,
+    def _chunks(self, item: MediaItem, source_id: str, options: ExtractOptions, columns: list[str],
                 present: list[str], per_row: bool) -> Iterator[pa.RecordBatch]:
-        """Batches of `CHUNK_ROWS` rows. Values are parsed as numbers by the CSV reader itself
-        (~7x faster than reading text and converting it column by column); a file that fails
-        there or in a check is read again as text, whose complaint names the line, the column
-        and the value as written. That second reading yields only the rows not yielded yet."""
+        """Record batches of the CSV's rows. Arrow's CSV reader parses the numbers (in C++, on
+        every core: ~10x pandas for OpenFace's 700 columns); a file that fails there or in a check
+        is read again as text by pandas, whose complaint names the line, the column and the
+        value as written. That second reading yields only the rows not yielded yet."""
         done = 0
         try:
-            for batch in self._checked(item, source_id, options, present, per_row, numeric=True):
+            for batch in self._parsed(item, source_id, options, columns, present, per_row):
                 done += batch.num_rows
                 yield batch
-        except (ItemError, ValueError):
-            for batch in self._checked(item, source_id, options, present, per_row, numeric=False, skip=done):
-                yield batch
+        except (ItemError, ValueError):  # pyarrow.ArrowInvalid is a ValueError
+            yield from self._as_text(item, source_id, options, present, per_row, skip=done)
 
-    def _checked(self, item: MediaItem, source_id: str, options: ExtractOptions, present: list[str],
-                 per_row: bool, numeric: bool, skip: int = 0) -> Iterator[pa.RecordBatch]:
+    def _parsed(self, item: MediaItem, source_id: str, options: ExtractOptions, columns: list[str],
+                present: list[str], per_row: bool) -> Iterator[pa.RecordBatch]:
         start = 0
         unique = UniqueKey(FRAMES)
-        reader = pd.read_csv(item.path, skipinitialspace=True, chunksize=CHUNK_ROWS,
-                             dtype=np.float64 if numeric else str, on_bad_lines="error", encoding=ENCODING)
+        for values in _arrow_blocks(item, columns):
+            n = len(values["frame"])
+            if any(np.isnan(v).any() for v in values.values()):
+                raise ValueError("a missing value")  # the text reading names it
+            keys = _keys(values, None, start, source_id, per_row)
+            if unique.first_repeat(keys, range(n)) is not None:
+                raise ValueError("a repeated key")
+            yield self._batch(values, keys, options, present)
+            start += n
+
+    def _as_text(self, item: MediaItem, source_id: str, options: ExtractOptions, present: list[str],
+                 per_row: bool, skip: int) -> Iterator[pa.RecordBatch]:
+        start = 0
+        unique = UniqueKey(FRAMES)
+        reader = pd.read_csv(item.path, skipinitialspace=True, chunksize=CHUNK_ROWS, dtype=str,
+                             on_bad_lines="error", encoding=ENCODING)
         try:
             for raw in reader:
                 raw.columns = [openface_name(c.strip()) for c in raw.columns]
-                chunk = _numeric(raw, start) if not numeric else _complete(raw, start)
-                keys = _keys(raw, chunk, start, source_id, per_row)
+                chunk = _numeric(raw, start)
+                values = {c: chunk[c].to_numpy(dtype=np.float64) for c in chunk.columns}
+                keys = _keys(values, raw, start, source_id, per_row)
                 _check_unique(unique, keys, raw, start)
                 if start >= skip:
-                    yield self._batch(chunk, keys, options, present)
+                    yield self._batch(values, keys, options, present)
                 start += len(raw)
         except pd.errors.ParserError as exc:
             raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
 
     @staticmethod
-    def _batch(chunk: pd.DataFrame, keys: dict, options: ExtractOptions, present: list[str]) -> pa.RecordBatch:
-        confidence = chunk["confidence"].to_numpy(dtype=np.float32)
+    def _batch(values: dict[str, np.ndarray], keys: dict, options: ExtractOptions,
+               present: list[str]) -> pa.RecordBatch:
+        confidence = values["confidence"].astype(np.float32)
         success = (keys["success"] == 1) & (confidence >= options.min_confidence)
-        columns = {**keys, "timestamp": chunk["timestamp"].to_numpy(dtype=np.float64),
-                   "success": success.astype(np.int8), "confidence": confidence}
-        features = {c: chunk[c].to_numpy(dtype=np.float32) for c in present}
-        return frames_batch(keys["source_id"], columns, features)
+        columns = {**keys, "timestamp": values["timestamp"], "success": success.astype(np.int8),
+                   "confidence": confidence}
+        return frames_batch(keys["source_id"], columns, {c: values[c] for c in present})
 
 
-def _keys(raw: pd.DataFrame, chunk: pd.DataFrame, where: int, source_id: str, per_row: bool) -> dict:
+def _arrow_blocks(item: MediaItem, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The CSV's rows as float64 arrays per column, `BLOCK_BYTES` of the file at a time (memory
+    stays bounded on long videos). Missing values come back as NaN; a value that is not a
+    number raises `pyarrow.ArrowInvalid`."""
+    import pyarrow.csv as pcsv
+
+    reader = pcsv.open_csv(item.path, read_options=pcsv.ReadOptions(column_names=columns, skip_rows=1,
+                                                                    block_size=BLOCK_BYTES),
+                           convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.float64())))
+    for block in reader:
+        yield {name: block.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(columns)}
+
+
+def _timestamps(item: MediaItem, columns: list[str]) -> np.ndarray:
+    """Every row's timestamp (NaN where it is not a number): all 0 means still images."""
+    import pyarrow.csv as pcsv
+
+    try:
+        table = pcsv.read_csv(item.path, read_options=pcsv.ReadOptions(column_names=columns, skip_rows=1),
+                              convert_options=pcsv.ConvertOptions(include_columns=["timestamp"],
+                                                                  column_types={"timestamp": pa.float64()}))
+        return table.column(0).to_numpy()
+    except ValueError:  # pyarrow.ArrowInvalid: pandas reads it, and names what it found
+        pass
+    try:
+        stamps = pd.read_csv(item.path, skipinitialspace=True, encoding=ENCODING,
+                             usecols=lambda c: c.strip() == "timestamp")
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
+    return pd.to_numeric(stamps.iloc[:, 0], errors="coerce").to_numpy()
+
+
+def _keys(values: dict[str, np.ndarray], raw: pd.DataFrame | None, where: int, source_id: str,
+          per_row: bool) -> dict:
     """The integer key columns in contract terms (0-based frames), each checked against its
-    declaration before the cast; the line and the CSV's own value name any that fails."""
+    declaration before the cast; the line and the CSV's own value (`raw`, the text) name any
+    that fails (without the text: a ValueError, and the text reading names it)."""
     out: dict = {"source_id": source_id}
     for column in INTEGER_KEYS:
-        values = chunk[column.name].to_numpy(dtype=np.float64) - (1 if column.name == "frame" else 0)
-        found = column.violation(values)
+        keys = values[column.name] - (1 if column.name == "frame" else 0)
+        found = column.violation(keys)
         if found is not None:
             row, problem = found
+            if raw is None:
+                raise ValueError(problem)
             raise ItemError("extract", f"line {where + row + 2}: {column.name} {raw[column.name].iloc[row]} {problem}")
-        out[column.name] = values.astype(column.arrow_type.to_pandas_dtype())
+        out[column.name] = keys.astype(column.arrow_type.to_pandas_dtype())
     out["video_id"] = _video_ids(source_id, out["frame"], per_row)
     return out
 

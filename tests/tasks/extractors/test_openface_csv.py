@@ -116,3 +116,33 @@ def test_utf8_byte_order_mark_is_read(shared_dir, tmp_path):
     with_bom, _ = _extract(path)
     plain, _ = _extract(source)
     assert with_bom.equals(plain)
+
+
+def test_a_file_parsed_in_many_blocks_gives_the_same_rows_as_in_one(shared_dir, monkeypatch):
+    path = shared_dir / "fixtures/openface/mode_A/WolfgangLanger_Pexels.csv"
+    whole, _ = _extract(path)
+    monkeypatch.setattr("tasks.extractors.openface_csv.BLOCK_BYTES", 64 << 10)  # ~11 rows a block
+
+    def no_text_reading(*args, **kwargs):
+        raise AssertionError("read as text: the parsed blocks were refused")
+
+    monkeypatch.setattr(OpenFaceCsvExtractor, "_as_text", no_text_reading)
+    blocks = list(OpenFaceCsvExtractor().extract(MediaItem(path, "csv"), "src", ExtractOptions(), ItemMeta()))
+    assert len(blocks) > 20
+    assert pa.Table.from_batches(blocks).equals(whole)
+
+
+def test_a_key_repeated_in_a_later_block_is_refused_with_its_line(shared_dir, tmp_path, monkeypatch):
+    lines = (shared_dir / "fixtures/openface/mode_A/WolfgangLanger_Pexels.csv").read_text().splitlines()
+    path = tmp_path / "repeat.csv"
+    path.write_text("\n".join([*lines[:101], lines[3]]) + "\n")  # frame 3 again, as line 102
+    monkeypatch.setattr("tasks.extractors.openface_csv.BLOCK_BYTES", 64 << 10)
+    with pytest.raises(ItemError, match="^line 102: frame 3, face_id 0 repeats line 4"):
+        _extract(path)
+
+
+@pytest.mark.parametrize("value", ["", " nan", "NaN", " "])
+def test_a_missing_value_is_refused_with_its_line(tmp_path, value):
+    path = _write(tmp_path, KEYS, [["1", "0", "0.0", "0.9", "1", "1.5"], ["2", "0", "0.04", "0.9", "1", value]])
+    with pytest.raises(ItemError, match="missing value .* in column 'AU01_r' at line 3"):
+        _extract(path)
