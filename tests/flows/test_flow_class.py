@@ -1,5 +1,7 @@
-"""The flows store their parameters as Prefect would, without loading FastAPI for plain values."""
+"""Our Flow class: parameters stored as Prefect would (without FastAPI for plain values), and a
+run's end that does not wait for its heartbeat thread's sleep."""
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +33,20 @@ def test_starting_with_plain_parameters_does_not_import_fastapi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_sync_flow_run_leaves_its_heartbeat_thread_to_stop_on_its_own(monkeypatch):
+    from prefect import flow_engine
+
+    calls = []
+
+    def recording(engine, join_on_exit=True):
+        calls.append(join_on_exit)
+        return contextlib.nullcontext()
+
+    wrapped = flow_engine._send_heartbeats
+    assert wrapped.prefects.__module__ == "prefect.flow_engine"  # active with the pinned Prefect
+    monkeypatch.setattr(wrapped, "prefects", recording)
+    with wrapped(object(), join_on_exit=True):
+        pass
+    assert calls == [False]
