@@ -162,16 +162,26 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _create(con: duckdb.DuckDBPyConnection, filled: list[str]) -> None:
-    """A new snapshot's tables: the key columns and those filled in the first files, created at
-    once (an ALTER TABLE per column costs more with every column: 0.6 s for OpenFace's 700)."""
-    names = set(filled)
-    keys = [c for c in FRAMES.columns if not c.nullable or c.name in names]
-    columns = [f'"{c.name}" {c.duckdb_type}' for c in keys] + [f"{FILE_COLUMN} VARCHAR NOT NULL"]
-    con.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")
+def _create(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE TABLE _files (name VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, tag VARCHAR)")
     con.execute("CREATE TABLE _meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.execute("INSERT INTO _meta VALUES ('fingerprint', ?)", [_version()])
+
+
+def _hold_columns(con: duckdb.DuckDBPyConnection, filled: list[str], new: bool) -> None:
+    """A new snapshot's table is created with the key columns and these at once (an ALTER TABLE
+    per column costs more with every column: 0.6 s for OpenFace's 700); an older one gets the
+    ones it lacks."""
+    if new:
+        names = set(filled)
+        kept = [c for c in FRAMES.columns if not c.nullable or c.name in names]
+        columns = [f'"{c.name}" {c.duckdb_type}' for c in kept] + [f"{FILE_COLUMN} VARCHAR NOT NULL"]
+        con.execute(f"CREATE TABLE {TABLE} ({', '.join(columns)})")
+        return
+    stored = _stored(con, TABLE)
+    for name in filled:
+        if name not in stored:
+            con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{name}" {FRAMES.by_name[name].duckdb_type}')
 
 
 def _next_name(directory: Path) -> str:
@@ -225,9 +235,9 @@ def _publish_locked(wh: Warehouse, directory: Path) -> Published:
         try:
             register(con, wh.root)
             if base is None:
-                _create(con, _filled(con, _paths(wh, list(listing))) if listing else [])
+                _create(con)
             fresh, stale = _diff(_recorded(con, "main"), listing)
-            _apply(con, wh, listing, fresh, stale)
+            _apply(con, wh, listing, fresh, stale, new=base is None)
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -249,23 +259,16 @@ def _filled(con: duckdb.DuckDBPyConnection, paths: list[str]) -> list[str]:
     return [c.name for c in FRAMES.columns if c.name in found or not c.nullable]
 
 
-def _paths(wh: Warehouse, names: list[str]) -> list[str]:
-    return [str(_frames_dir(wh) / n) for n in names]
-
-
 def _apply(con: duckdb.DuckDBPyConnection, wh: Warehouse, listing: dict[str, FileState],
-           fresh: list[str], stale: list[str]) -> None:
+           fresh: list[str], stale: list[str], new: bool) -> None:
     con.execute("BEGIN")
+    paths = [str(_frames_dir(wh) / n) for n in fresh]
+    filled = _filled(con, paths) if fresh else []
+    _hold_columns(con, filled, new)
     if stale:
         con.execute(f"DELETE FROM {TABLE} WHERE {FILE_COLUMN} IN (SELECT unnest(?))", [[_key(n) for n in stale]])
         con.execute("DELETE FROM _files WHERE name IN (SELECT unnest(?))", [stale])
     if fresh:
-        paths = _paths(wh, fresh)
-        filled = _filled(con, paths)
-        stored = _stored(con, TABLE)
-        for name in filled:
-            if name not in stored:
-                con.execute(f'ALTER TABLE {TABLE} ADD COLUMN "{name}" {FRAMES.by_name[name].duckdb_type}')
         columns = ", ".join(f'"{n}"' for n in filled)
         con.execute(f"INSERT INTO {TABLE} ({columns}, {FILE_COLUMN}) SELECT {columns}, "
                     "parse_filename(filename, true) FROM read_parquet(?, filename = true)", [paths])
