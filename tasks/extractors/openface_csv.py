@@ -128,44 +128,24 @@ class OpenFaceCsvExtractor(Extractor):
         value as written. That second reading yields only the rows not yielded yet."""
         done = 0
         try:
-            for batch in self._parsed(item, source_id, options, columns, present, per_row):
+            for batch in self._batches(_arrow_blocks(item, columns), source_id, options, present, per_row):
                 done += batch.num_rows
                 yield batch
         except (ItemError, ValueError):  # pyarrow.ArrowInvalid is a ValueError
-            yield from self._as_text(item, source_id, options, present, per_row, skip=done)
+            yield from self._batches(_text_blocks(item), source_id, options, present, per_row, skip=done)
 
-    def _parsed(self, item: MediaItem, source_id: str, options: ExtractOptions, columns: list[str],
-                present: list[str], per_row: bool) -> Iterator[pa.RecordBatch]:
+    def _batches(self, blocks: Iterator[tuple[dict[str, np.ndarray], pd.DataFrame | None]], source_id: str,
+                 options: ExtractOptions, present: list[str], per_row: bool, skip: int = 0) -> Iterator[pa.RecordBatch]:
+        """Record batches from (values, text) blocks, keys checked across blocks; the first
+        `skip` rows are checked but not yielded again."""
         start = 0
         unique = UniqueKey(FRAMES)
-        for values in _arrow_blocks(item, columns):
-            n = len(values["frame"])
-            if any(np.isnan(v).any() for v in values.values()):
-                raise ValueError("a missing value")  # the text reading names it
-            keys = _keys(values, None, start, source_id, per_row)
-            if unique.first_repeat(keys, range(n)) is not None:
-                raise ValueError("a repeated key")
-            yield self._batch(values, keys, options, present)
-            start += n
-
-    def _as_text(self, item: MediaItem, source_id: str, options: ExtractOptions, present: list[str],
-                 per_row: bool, skip: int) -> Iterator[pa.RecordBatch]:
-        start = 0
-        unique = UniqueKey(FRAMES)
-        reader = pd.read_csv(item.path, skipinitialspace=True, chunksize=CHUNK_ROWS, dtype=str,
-                             on_bad_lines="error", encoding=ENCODING)
-        try:
-            for raw in reader:
-                raw.columns = [openface_name(c.strip()) for c in raw.columns]
-                chunk = _numeric(raw, start)
-                values = {c: chunk[c].to_numpy(dtype=np.float64) for c in chunk.columns}
-                keys = _keys(values, raw, start, source_id, per_row)
-                _check_unique(unique, keys, raw, start)
-                if start >= skip:
-                    yield self._batch(values, keys, options, present)
-                start += len(raw)
-        except pd.errors.ParserError as exc:
-            raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
+        for values, raw in blocks:
+            keys = _keys(values, raw, start, source_id, per_row)
+            _check_unique(unique, keys, raw, start)
+            if start >= skip:
+                yield self._batch(values, keys, options, present)
+            start += len(values["frame"])
 
     @staticmethod
     def _batch(values: dict[str, np.ndarray], keys: dict, options: ExtractOptions,
@@ -177,17 +157,36 @@ class OpenFaceCsvExtractor(Extractor):
         return frames_batch(keys["source_id"], columns, {c: values[c] for c in present})
 
 
-def _arrow_blocks(item: MediaItem, columns: list[str]) -> Iterator[dict[str, np.ndarray]]:
+def _arrow_blocks(item: MediaItem, columns: list[str]) -> Iterator[tuple[dict[str, np.ndarray], None]]:
     """The CSV's rows as float64 arrays per column, `BLOCK_BYTES` of the file at a time (memory
-    stays bounded on long videos). Missing values come back as NaN; a value that is not a
-    number raises `pyarrow.ArrowInvalid`."""
+    stays bounded on long videos), without their text. A missing value raises ValueError, a
+    value that is not a number `pyarrow.ArrowInvalid`: the text reading names either."""
     import pyarrow.csv as pcsv
 
     reader = pcsv.open_csv(item.path, read_options=pcsv.ReadOptions(column_names=columns, skip_rows=1,
                                                                     block_size=BLOCK_BYTES),
                            convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.float64())))
     for block in reader:
-        yield {name: block.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(columns)}
+        values = {name: block.column(i).to_numpy(zero_copy_only=False) for i, name in enumerate(columns)}
+        if any(np.isnan(v).any() for v in values.values()):
+            raise ValueError("a missing value")
+        yield values, None
+
+
+def _text_blocks(item: MediaItem) -> Iterator[tuple[dict[str, np.ndarray], pd.DataFrame]]:
+    """The CSV read as text by pandas, `CHUNK_ROWS` rows at a time: each chunk's values and its
+    text; a value that is missing or not a number is refused with its line and column."""
+    start = 0
+    reader = pd.read_csv(item.path, skipinitialspace=True, chunksize=CHUNK_ROWS, dtype=str,
+                         on_bad_lines="error", encoding=ENCODING)
+    try:
+        for raw in reader:
+            raw.columns = [openface_name(c.strip()) for c in raw.columns]
+            chunk = _numeric(raw, start)
+            yield {c: chunk[c].to_numpy(dtype=np.float64) for c in chunk.columns}, raw
+            start += len(raw)
+    except pd.errors.ParserError as exc:
+        raise ItemError("extract", f"malformed CSV: {str(exc).splitlines()[0]}") from None
 
 
 def _timestamps(item: MediaItem, columns: list[str]) -> np.ndarray:
@@ -228,11 +227,13 @@ def _keys(values: dict[str, np.ndarray], raw: pd.DataFrame | None, where: int, s
     return out
 
 
-def _check_unique(unique: UniqueKey, keys: dict, raw: pd.DataFrame, where: int) -> None:
-    lines = range(where + 2, where + 2 + len(raw))
+def _check_unique(unique: UniqueKey, keys: dict, raw: pd.DataFrame | None, where: int) -> None:
+    lines = range(where + 2, where + 2 + len(keys["frame"]))
     repeat = unique.first_repeat(keys, lines)
     if repeat is not None:
         line, first = repeat
+        if raw is None:
+            raise ValueError("a repeated key")  # the text reading names it
         row = line - where - 2
         raise ItemError("extract", f"line {line}: frame {raw['frame'].iloc[row]}, face_id {raw['face_id'].iloc[row]} "
                         f"repeats line {first} (the key {', '.join(unique.columns)} must be unique)")

@@ -126,7 +126,7 @@ def test_a_file_parsed_in_many_blocks_gives_the_same_rows_as_in_one(shared_dir, 
     def no_text_reading(*args, **kwargs):
         raise AssertionError("read as text: the parsed blocks were refused")
 
-    monkeypatch.setattr(OpenFaceCsvExtractor, "_as_text", no_text_reading)
+    monkeypatch.setattr("tasks.extractors.openface_csv._text_blocks", no_text_reading)
     blocks = list(OpenFaceCsvExtractor().extract(MediaItem(path, "csv"), "src", ExtractOptions(), ItemMeta()))
     assert len(blocks) > 20
     assert pa.Table.from_batches(blocks).equals(whole)
