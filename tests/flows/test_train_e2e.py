@@ -37,6 +37,18 @@ PARAMS = {"split_id": SPLIT, "epochs": 3, "window": 4, "hidden": 16, "encoder": 
           "loss_weighting": "gradnorm", "seed": 7, "device": "cpu"}
 
 
+def _create_run(api: str, deployment: str, params: dict) -> httpx.Response:
+    """POST create_flow_run as the UI does, retrying a 503 (the server's database busy on a
+    loaded machine) the way Prefect's own client does."""
+    for attempt in range(5):
+        response = httpx.post(f"{api}/deployments/{deployment}/create_flow_run",
+                              json={"parameters": {"params": params}}, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(2 ** attempt)
+    return response
+
+
 def _deployment_id(api: str, wait_s: float = 120) -> str:
     """train/default's id; `affectflow serve` registers its deployments one after another, and the
     `served` fixture is ready at the first, so this one may take a moment longer."""
@@ -64,8 +76,7 @@ def test_train_deployment_runs_from_the_api(served: dict) -> None:
     api, home = served["PREFECT_API_URL"], Path(served["AFFECTFLOW_HOME"])
     build_warehouse(home, videos_per_class=8, n_frames=8, split_id=SPLIT, publish=False)
     deployment = _deployment_id(api)
-    response = httpx.post(f"{api}/deployments/{deployment}/create_flow_run",
-                          json={"parameters": {"params": PARAMS}}, timeout=30)
+    response = _create_run(api, deployment, PARAMS)
     assert response.status_code == 201, response.text
     run = _wait(api, response.json()["id"])
     assert run["state"]["type"] == "COMPLETED", run["state"]
@@ -95,8 +106,7 @@ def test_train_deployment_runs_from_the_api(served: dict) -> None:
 def test_server_refuses_negative_epochs(served: dict) -> None:
     api = served["PREFECT_API_URL"]
     deployment = _deployment_id(api)
-    response = httpx.post(f"{api}/deployments/{deployment}/create_flow_run",
-                          json={"parameters": {"params": {**PARAMS, "epochs": -1}}}, timeout=30)
+    response = _create_run(api, deployment, {**PARAMS, "epochs": -1})
     assert response.status_code in (409, 422), response.text
     assert "epochs" in response.text
 
