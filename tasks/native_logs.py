@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import IO, Any, TextIO, TypeVar
 
 LOG_NAME = "native.log"
 ROTATE_BYTES = 20 * 1024 * 1024  # past this size the log moves to native.log.1 when a capture starts
@@ -113,6 +113,21 @@ def _open_log(path: Path) -> int | None:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
     except OSError:
         return None
+
+
+def terminal(stream: IO[str]) -> IO[str]:
+    """`stream`, or where it writes outside captures when it writes to fd 2: a long-lived
+    writer (a progress bar's console) made with `sys.stderr` would otherwise draw into the log
+    whenever a capture is active."""
+    if not _writes_fd2(stream):
+        return stream
+    with _lock:
+        if _active is not None:
+            return _active.terminal
+    try:
+        return _terminal()
+    except OSError:
+        return stream
 
 
 def _terminal() -> TextIO:

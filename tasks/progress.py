@@ -28,6 +28,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from tasks.native_logs import terminal
+
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "TF_BUILD", "JENKINS_URL")
 
 
@@ -94,6 +96,6 @@ def progress_bar(total: int | None, description: str, unit: str = "items",
     if not shown:
         yield _Quiet()
         return
-    console = Console(file=stream, force_terminal=True if force else None)
+    console = Console(file=terminal(stream), force_terminal=True if force else None)  # not into the native log
     with Progress(*_columns(unit, total is not None), console=console, transient=False) as progress:
         yield _Bar(progress, progress.add_task(description, total=total))

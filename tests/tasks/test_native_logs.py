@@ -57,3 +57,27 @@ def test_native_output_goes_to_the_log_and_python_output_stays(tmp_path, feat_da
     for expected in ("moov atom not found", "Premature end of JPEG file", "W0000"):
         assert expected in log
     assert [line for line in log.splitlines() if "python" in line and not line.startswith("--- ")] == []
+
+
+BAR_SCRIPT = textwrap.dedent("""
+    import os, sys, time
+    from tasks.native_logs import captured
+    from tasks.progress import progress_bar
+
+    with progress_bar(3, "extract shard", unit="items", force=True) as bar:  # made before the capture
+        with captured():
+            os.write(2, b"native line\\n")
+            bar.advance(3)
+            time.sleep(0.6)  # the bar redraws (10 times a second) while fd 2 points at the log
+""")
+
+
+def test_a_progress_bar_draws_on_the_terminal_while_native_output_is_captured(tmp_path):
+    home = tmp_path / "home"
+    env = dict(os.environ, AFFECTFLOW_HOME=str(home), PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run([sys.executable, "-c", BAR_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    log = (home / "logs" / "native.log").read_text()
+    assert "native line" in log and "native line" not in result.stderr
+    assert "extract shard" not in log and "3/3" in result.stderr
