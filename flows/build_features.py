@@ -122,14 +122,19 @@ def _run_units(units: list[Unit], ctx: BuildContext, workers: int, runner, total
     pending = list(units)
     running: dict = {}  # future -> unit (a failed future's own task_run is not always there)
     done = 0
+
+    def fill() -> None:
+        while pending and len(running) < workers:
+            unit = pending.pop(0)
+            running[runner.submit(extract_unit, parameters={"unit": unit, "ctx": ctx})] = unit
+
     with runner, progress_bar(total, "build-features", unit="items") as bar:
-        while pending or running:
-            while pending and len(running) < workers:
-                unit = pending.pop(0)
-                running[runner.submit(extract_unit, parameters={"unit": unit, "ctx": ctx})] = unit
+        fill()
+        while running:
             future = next(as_completed(list(running)))
             unit = running.pop(future)
-            rows = _results_of(future, unit)
+            rows = _results_of(future, unit)  # (a warehouse that cannot be written stops here)
+            fill()  # the next unit starts before this one's logs and progress go to the API
             results += rows
             done += len(unit.members)
             bar.advance(len(unit.members))

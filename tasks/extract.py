@@ -29,6 +29,7 @@ from tasks.faults import failpoint
 from tasks.labels import Label
 from tasks.load import after_commit, commit_unit, file_lock, now, quarantine_item, unit_locks
 from tasks.media import display_path, prefetched, probe, read_image
+from tasks.native_logs import captured
 from tasks.plan import Member, Unit
 from tasks.validate import validate_batch
 from warehouse import Warehouse
@@ -261,16 +262,19 @@ def _decoded(todo: list[Member]):
 def _collect_images(todo: list[Member], extractor: ImageAdder, results: dict[str, ItemResult]
                     ) -> tuple[list[_Done], pa.RecordBatch | None]:
     """A shard of still images as one batch of rows: each decoded image straight into one
-    builder (per-image batches cost more than the detector on small images)."""
+    builder (per-image batches cost more than the detector on small images). One capture of
+    native output for the shard: the decoder's and the detector's own captures nest in it
+    instead of redirecting fd 2 twice per image (0.24 ms each, 0.6 CPU-s on 1,330 images)."""
     builder = FrameBatchBuilder(todo[0].source_id, len(todo) * max(1, int(getattr(extractor, "num_faces", 1))))
     spans: list[tuple[Member, ItemMeta, int, int]] = []
-    for m, rgb, error in _decoded(todo):
-        if error is not None:
-            _bad(results[m.source_id], error.stage, error.reason)
-            continue
-        start = builder.n
-        if _run_member(m, lambda m=m, rgb=rgb: _add_image(m, rgb, extractor, builder), results[m.source_id]):
-            spans.append((m, ItemMeta(kind="image", width=rgb.shape[1], height=rgb.shape[0]), start, builder.n))
+    with captured():
+        for m, rgb, error in _decoded(todo):
+            if error is not None:
+                _bad(results[m.source_id], error.stage, error.reason)
+                continue
+            start = builder.n
+            if _run_member(m, lambda m=m, rgb=rgb: _add_image(m, rgb, extractor, builder), results[m.source_id]):
+                spans.append((m, ItemMeta(kind="image", width=rgb.shape[1], height=rgb.shape[0]), start, builder.n))
     whole = builder.flush()
     if whole is None:
         return [], None
@@ -392,7 +396,9 @@ def _settle(unit: Unit, todo: list[Member], results: dict[str, ItemResult], ctx:
             wh: Warehouse) -> None:
     """After the commit: quarantine rows for bad members, duplicate links, and the contents these
     paths held before (dropped, or handed to a duplicate) — loaded or not, each path now has one
-    state."""
+    state. The inventory is caught up once, and again only after a member changed it (a
+    listing of three tables per member was half of this for a shard of new images)."""
+    inv = None
     for m in todo:
         r = results[m.source_id]
         if r.status == "quarantined":
@@ -402,7 +408,12 @@ def _settle(unit: Unit, todo: list[Member], results: dict[str, ItemResult], ctx:
                 quarantine_item(wh, alias.path, r.stage or "extract",
                                 f"{r.reason} (the same bytes as {r.path})", ctx.run_id,
                                 m.source_id, alias.stat, unit_cache_key(unit, ctx), ctx.source_root)
-        after_commit(wh, m, unit.key if r.status == "loaded" else None, ctx.run_id)
+            inv = None
+        loaded = r.status == "loaded"
+        if loaded and inv is None:
+            inv = inventory(wh)
+        if after_commit(wh, m, unit.key if loaded else None, ctx.run_id, inv):
+            inv = None
 
 
 def unit_cache_key(unit: Unit, ctx: BuildContext) -> str:

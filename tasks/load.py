@@ -255,14 +255,17 @@ def promote(wh: Warehouse, source_id: str, heir: str) -> None:
     relink(wh, held.key, source_id, Path(heir), st.st_size, st.st_mtime_ns)
 
 
-def after_commit(wh: Warehouse, member, loaded_key: str | None, run_id: str) -> None:
+def after_commit(wh: Warehouse, member, loaded_key: str | None, run_id: str, inv=None) -> bool:
     """What a member's new state changes beyond its own rows: stale copies of its content in
-    other files, the contents its path held before, its duplicates' links, its old records."""
+    other files, the contents its path held before, its duplicates' links, its old records.
+    `inv`: the inventory, caught up since the last change (read here when not given); returns
+    whether this changed what it holds (so the next member's must be read again)."""
     from warehouse.inventory import inventory
 
-    inv = inventory(wh)
     path = member.item.path
+    changed = False
     if loaded_key is not None:
+        inv = inv if inv is not None else inventory(wh)
         stale = [k for k in inv.keys_of(member.source_id) if k != loaded_key]
         if stale:
             drop_contents(wh, {member.source_id}, stale)
@@ -271,19 +274,24 @@ def after_commit(wh: Warehouse, member, loaded_key: str | None, run_id: str) -> 
                            run_id, alias.label_conflict)
         unlink_duplicate(wh, path)
         clear_quarantine(wh, path)
-    release(wh, list(member.replaces), list(member.promote))
+        changed = bool(stale or member.aliases)
+    return release(wh, list(member.replaces), list(member.promote)) or changed
 
 
-def release(wh: Warehouse, drops: list[str], promotions: list[tuple[str, str]]) -> None:
-    """Contents no file holds any more go; those a duplicate still holds move to it."""
+def release(wh: Warehouse, drops: list[str], promotions: list[tuple[str, str]]) -> bool:
+    """Contents no file holds any more go; those a duplicate still holds move to it. Returns
+    whether there was anything to do."""
     from warehouse.inventory import inventory
 
+    if not drops and not promotions:
+        return False
     inv = inventory(wh)
     if drops:
         keys = [k for s in drops for k in inv.keys_of(s)]
         drop_contents(wh, set(drops), keys)
     for source_id, heir in promotions:
         promote(wh, source_id, heir)
+    return True
 
 
 def _copy_target(wh: Warehouse, path: Path) -> Path:
