@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -32,6 +33,9 @@ from tasks.media import display_path, open_regular
 from warehouse import Warehouse
 from warehouse.storage import read_table, settled, writing
 from warehouse.writer import rows_to_table, sweep_temporary, temporary_key, write_atomic
+
+if TYPE_CHECKING:
+    from warehouse.inventory import Inventory
 
 QUARANTINE_COPY_MAX_BYTES = 256 * 1024 * 1024
 ITEM_TABLES = ("frames", "videos", "labels")  # files keyed by a unit's key, written under its file lock
@@ -255,7 +259,8 @@ def promote(wh: Warehouse, source_id: str, heir: str) -> None:
     relink(wh, held.key, source_id, Path(heir), st.st_size, st.st_mtime_ns)
 
 
-def after_commit(wh: Warehouse, member, loaded_key: str | None, run_id: str, inv=None) -> bool:
+def after_commit(wh: Warehouse, member, loaded_key: str | None, run_id: str,
+                 inv: Inventory | None = None) -> bool:
     """What a member's new state changes beyond its own rows: stale copies of its content in
     other files, the contents its path held before, its duplicates' links, its old records.
     `inv`: the inventory, caught up since the last change (read here when not given); returns
