@@ -38,6 +38,7 @@ from flows.build_params import (
     TaskRunnerName,
     Workers,
 )
+from tasks import extract_ahead
 from tasks.build_plan import early_results, prepare, run_summary, summary_line, unchanged
 from tasks.errors import SetupError, TransientError
 from tasks.extract import BuildContext, ItemResult, close_extractors, process_unit
@@ -146,6 +147,13 @@ def _run_units(units: list[Unit], ctx: BuildContext, workers: int, runner, total
             if progress:
                 update_progress_artifact(progress, 100.0 * done / total)  # type: ignore[arg-type]
     return results
+
+
+def _ahead_first(units: list[Unit]) -> list[Unit]:
+    """The video whose extraction the CLI started while Prefect loaded goes first."""
+    if not extract_ahead.pending():
+        return units
+    return sorted(units, key=lambda u: u.sharded or not extract_ahead.started(u.members[0].item.path))
 
 
 def _results_of(future, unit: Unit) -> list[dict]:
@@ -275,9 +283,10 @@ def _build(source: str, labels: str | None, extractor: str, options: ExtractOpti
     if plan.units:
         preload_validation()  # Great Expectations loads while the first frames are extracted
     try:
-        results += _run_units(plan.units, p.ctx, workers, _task_runner(task_runner, workers, dask_address),
-                              plan.members)
+        results += _run_units(_ahead_first(plan.units), p.ctx, workers,
+                              _task_runner(task_runner, workers, dask_address), plan.members)
     finally:
+        extract_ahead.discard()
         close_extractors()
     _settle_failed(wh, plan, results, run_id, p.ctx.source_root)
     _quarantine_artifact(results)

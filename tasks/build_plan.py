@@ -26,7 +26,7 @@ from tasks.plan import Plan, PlanInputs, make_plan
 from warehouse import Warehouse
 from warehouse.inventory import inventory
 
-__all__ = ["Prepared", "early_results", "prepare", "routes_for", "run_summary", "summary_line", "unchanged"]
+__all__ = ["Prepared", "early_results", "extractor_options", "prepare", "routes_for", "run_summary", "summary_line", "unchanged"]
 
 
 @dataclass
@@ -67,8 +67,7 @@ def prepare(wh: Warehouse, settings: Settings, source: str, labels: str | None, 
     ignored = [display_path(p) for p in found.others] + [display_path(i.path) for i in found.items if i.kind not in routes]
     if not items:
         raise SetupError(_nothing_to_read(found.where, extractor, found.items, found.others))
-    extra = {"num_faces": num_faces}
-    ctx = BuildContext(settings.home, {n: (extra if n in ("mediapipe", "pyfeat") else {}) for n in set(routes.values())},
+    ctx = BuildContext(settings.home, {n: extractor_options(n, num_faces) for n in set(routes.values())},
                        options, run_id, force, settings.warehouse_url, source_base(source))
     for name in sorted(set(routes.values())):
         get_extractor(name, **ctx.extractor_options[name]).check_ready()
@@ -84,6 +83,11 @@ def prepare(wh: Warehouse, settings: Settings, source: str, labels: str | None, 
                           stat_only)
     plan = make_plan(items, inventory(wh, fresh=True), inputs)
     return Prepared(routes, items, ignored, ctx, manifest, inputs, plan)
+
+
+def extractor_options(name: str, num_faces: int) -> dict:
+    """The constructor options a run gives extractor `name`."""
+    return {"num_faces": num_faces} if name in ("mediapipe", "pyfeat") else {}
 
 
 def _plan_inputs(wh: Warehouse, routes: dict[str, str], ctx: BuildContext, manifest: Manifest | None,

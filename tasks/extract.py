@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from data_contracts import CONTRACT_VERSION, FRAMES
+from tasks import extract_ahead
 from tasks.errors import ItemError, TransientError
 from tasks.extractors import get_extractor
 from tasks.extractors.base import ExtractOptions, Extractor, FrameBatchBuilder, ImageAdder, ItemMeta
@@ -183,8 +184,21 @@ def _check_partial(meta: ItemMeta, frames_read: int | None, options: ExtractOpti
 
 def _extract(member: Member, extractor: Extractor, ctx: BuildContext, meta: ItemMeta) -> Iterator[pa.RecordBatch]:
     failpoint("extract-item", member.item.path)
-    yield from extractor.extract(member.item, member.source_id, ctx.options, meta)
+    ahead = _claim_ahead(member, ctx)
+    if ahead is not None:
+        yield from ahead.rows(meta)
+    else:
+        yield from extractor.extract(member.item, member.source_id, ctx.options, meta)
     _check_partial(meta, meta.extra.get("frames_read"), ctx.options)
+
+
+def _claim_ahead(member: Member, ctx: BuildContext):
+    """The extraction the CLI started for this very file while Prefect loaded, if any."""
+    if not extract_ahead.pending():
+        return None
+    key = extract_ahead.AheadKey.of(member.item.path, (member.stat.bytes, member.stat.mtime_ns), member.extractor,
+                                    ctx.extractor_options.get(member.extractor, {}), ctx.options)
+    return extract_ahead.claim(key, member.source_id)
 
 
 def _stream_video(member: Member, extractor: Extractor, ctx: BuildContext, writer: PartitionWriter) -> _Done:

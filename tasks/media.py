@@ -373,7 +373,8 @@ def _decode(cap: cv2.VideoCapture, fps: float | None, max_frames: int | None, ta
     step = 1.0 / fps if fps else 0.0
     next_keep = 0.0
     kept = index = 0
-    while max_frames is None or kept < max_frames:
+    stop = tally.get("stop")  # set when a head start is dropped (tasks.extract_ahead): end here
+    while (max_frames is None or kept < max_frames) and not (stop is not None and stop.is_set()):
         ok, bgr = cap.read()
         if not ok or bgr is None:
             break

@@ -133,7 +133,12 @@ class Plan:
 
 
 class NeedsReading(Exception):
-    """Planning with `stat_only`: this file is new or changed, so the run has work."""
+    """Planning with `stat_only`: this file (`item`, read by `extractor`) is new or changed,
+    so the run has work."""
+
+    def __init__(self, item: MediaItem, extractor: str) -> None:
+        super().__init__(str(item.path))
+        self.item, self.extractor = item, extractor
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ def _identify(item: MediaItem, inv: Inventory, inputs: PlanInputs) -> _Seen | Ea
                 and (bad.bytes, bad.mtime_ns) == (st.bytes, st.mtime_ns)):
             return Early(path, "quarantined", bad.reason, bad.stage, bad.source_id, st, item.kind, record=False)
     if inputs.stat_only:
-        raise NeedsReading(text)
+        raise NeedsReading(item, inputs.routes[item.kind])
     try:
         return _Seen(item, _hash(path), st)
     except ItemError as exc:

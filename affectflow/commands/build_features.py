@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from affectflow.commands._common import fail, parameter_error
 from tasks.errors import SetupError
+
+if TYPE_CHECKING:
+    from tasks.plan import NeedsReading
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,23 +73,28 @@ def _run_flow(params: dict, as_json: bool) -> int:
         BuildParams.model_validate(params)
     except ValidationError as exc:
         return fail(f"bad parameters: {parameter_error(exc) or exc}")
-    summary = _nothing_to_do(params)
+    summary, first = _nothing_to_do(params)
     if summary is not None:  # answered without Prefect: a no-op re-run costs what the plan does
         print_summary(summary, as_json=as_json)
         return 0
+    from tasks import extract_ahead
     from tasks.validate import preload
 
     preload()  # there is work: Great Expectations loads in its own process while Prefect loads here
-    from prefect.exceptions import FailedRun
-
-    from flows.build_features import build_features
-
     try:
-        summary = build_features(**params)
-    except FailedRun as exc:  # the run stopped with a reason (its Prefect state message)
-        return fail(str(exc), 1)
-    except (SetupError, ValueError, OSError) as exc:
-        return fail(parameter_error(exc) or str(exc), 1)
+        _start_ahead(params, first)  # and the first new video's extraction in a thread here
+        from prefect.exceptions import FailedRun
+
+        from flows.build_features import build_features
+
+        try:
+            summary = build_features(**params)
+        except FailedRun as exc:  # the run stopped with a reason (its Prefect state message)
+            return fail(str(exc), 1)
+        except (SetupError, ValueError, OSError) as exc:
+            return fail(parameter_error(exc) or str(exc), 1)
+    finally:
+        extract_ahead.discard()  # one the run did not claim (or a run that never started)
     print_summary(summary, as_json=as_json)
     if summary.get("failed"):
         print(f"affectflow: error: {summary['failed']} item(s) still failed after their retries "
@@ -94,12 +103,27 @@ def _run_flow(params: dict, as_json: bool) -> int:
     return 0
 
 
-def _nothing_to_do(params: dict) -> dict | None:
+def _start_ahead(params: dict, first: NeedsReading | None) -> None:
+    """The first file to read, when it is a video and units run in threads of this process:
+    its extraction starts now, while Prefect loads (`tasks.extract_ahead`)."""
+    if first is None or first.item.kind != "video" or params["task_runner"] != "thread":
+        return
+    from tasks import extract_ahead
+    from tasks.build_plan import extractor_options
+    from tasks.extractors.base import ExtractOptions
+
+    options = ExtractOptions(fps=params["fps"], max_frames=params["max_frames"],
+                             min_confidence=params["min_confidence"])
+    extract_ahead.start(first.item, first.extractor, extractor_options(first.extractor, params["num_faces"]), options)
+
+
+def _nothing_to_do(params: dict) -> tuple[dict | None, NeedsReading | None]:
     """The summary of a re-run that would change nothing (every file unchanged, the manifest
     clean, no interrupted run to settle), planned without a flow run; None when there is work,
-    or anything to report that the flow handles (it plans again, and writes)."""
+    or anything to report that the flow handles (it plans again, and writes). Beside it, the
+    first new or changed file the plan met, when that is why there is work."""
     if params["force"]:
-        return None
+        return None, None
     import time
 
     from affectflow.settings import load_settings
@@ -113,20 +137,21 @@ def _nothing_to_do(params: dict) -> dict | None:
     try:
         settings = load_settings()
         wh = Warehouse(settings.home)
-        if not wh.catalog_path.exists() or any_recorded(settings.home):  # the flow settles those
-            return None
+        if any_recorded(settings.home):  # the flow settles those
+            return None, None
         options = ExtractOptions(fps=params["fps"], max_frames=params["max_frames"],
                                  min_confidence=params["min_confidence"])
         p = prepare(wh, settings, params["source"], params["labels"], params["extractor"], options,
                     params["num_faces"], params["workers"], False, params["relabel"], "check", stat_only=True)
-    except NeedsReading:  # a new or changed file: the flow reads it (once; this check hashes nothing)
-        return None
+    except NeedsReading as first:  # a new or changed file: the flow reads it (once; this check hashes nothing)
+        return None, first
     except Exception:  # the flow run reports it, with its reason
-        return None
-    if not unchanged(p):
-        return None
+        return None, None
+    if not wh.catalog_path.exists() or not unchanged(p):
+        return None, None
     summary = run_summary(early_results(p.plan), time.perf_counter() - t0, p.ignored)
-    return {"run_id": None, "extractor": p.extractor, **summary, "warehouse_changed": False, "flow_run": False}
+    return {"run_id": None, "extractor": p.extractor, **summary, "warehouse_changed": False,
+            "flow_run": False}, None
 
 
 def print_summary(summary: dict, as_json: bool = False) -> None:

@@ -324,15 +324,29 @@ class _CResult:
 
     def faces(self, landmarker: Any, image: Any, timestamp_ms: int | None) -> list[RawFace]:
         byref, result = self._ctypes.byref, self._result_type()
-        lib = landmarker._lib
-        if timestamp_ms is None:
-            lib.MpFaceLandmarkerDetectImage(landmarker._handle, image._image_ptr, None, byref(result))
+        raw = _direct(landmarker._lib)
+        if raw is None:  # through MediaPipe's dispatcher thread
+            lib = landmarker._lib
+            if timestamp_ms is None:
+                lib.MpFaceLandmarkerDetectImage(landmarker._handle, image._image_ptr, None, byref(result))
+            else:
+                lib.MpFaceLandmarkerDetectForVideo(landmarker._handle, image._image_ptr, None, timestamp_ms,
+                                                   byref(result))
+            close = lib.MpFaceLandmarkerCloseResult
         else:
-            lib.MpFaceLandmarkerDetectForVideo(landmarker._handle, image._image_ptr, None, timestamp_ms, byref(result))
+            error = self._ctypes.c_char_p()
+            if timestamp_ms is None:
+                status = raw.MpFaceLandmarkerDetectImage(landmarker._handle, image._image_ptr, None, byref(result),
+                                                         byref(error))
+            else:
+                status = raw.MpFaceLandmarkerDetectForVideo(landmarker._handle, image._image_ptr, None, timestamp_ms,
+                                                            byref(result), byref(error))
+            _raise_status(raw, status, error)
+            close = raw.MpFaceLandmarkerCloseResult
         try:
             return [self._face(result, i) for i in range(result.face_landmarks_count)]
         finally:
-            lib.MpFaceLandmarkerCloseResult(byref(result))
+            close(byref(result))
 
     def _face(self, result: Any, i: int) -> RawFace:
         marks = result.face_landmarks[i]
@@ -351,6 +365,44 @@ class _CResult:
             shapes = [(self._names[index], score) for index, score in
                       zip(found["index"].tolist(), found["score"].tolist(), strict=True)]
         return mesh, matrix, shapes
+
+
+_DIRECT_CALLS = ("MpFaceLandmarkerDetectImage", "MpFaceLandmarkerDetectForVideo", "MpFaceLandmarkerCloseResult",
+                 "MpErrorFree")
+
+
+def _direct(dispatcher: Any) -> Any:
+    """The C library behind a landmarker's `SerialDispatcher`, to call in this thread.
+
+    MediaPipe runs every C call of a landmarker on a thread of that landmarker's own (a
+    one-thread executor) and waits for the future: two thread hand-offs per call, two calls per
+    frame. Each hand-off needs the GIL, so beside any other Python thread (Prefect starting, a
+    second worker) a frame took twice as long (20 against 10.6 ms measured on a 472-frame clip
+    while Prefect imported). The calls are the same C functions with the same arguments,
+    argument types set by MediaPipe, and a landmarker here is only ever used by one thread at a
+    time, which is the ordering the dispatcher exists to guarantee. None where this MediaPipe
+    has no such dispatcher (the dispatcher is used then); `AFFECTFLOW_MEDIAPIPE_RESULTS=python`
+    turns this reader off altogether."""
+    raw = getattr(dispatcher, "_lib", None)
+    try:  # MediaPipe set argtypes on these when it made the dispatcher; without them, no direct calls
+        if raw is None or any(getattr(raw, name).argtypes is None for name in _DIRECT_CALLS):
+            return None
+    except AttributeError:
+        return None
+    return raw
+
+
+def _raise_status(raw: Any, status: int, error: Any) -> None:
+    """What MediaPipe's own wrapper does with a C call's status and error message."""
+    from mediapipe.tasks.python.core import mediapipe_c_utils
+
+    try:
+        exception = mediapipe_c_utils.convert_to_exception(status, error)
+    finally:
+        if error.value is not None:
+            raw.MpErrorFree(error)
+    if exception is not None:
+        raise exception
 
 
 @functools.cache

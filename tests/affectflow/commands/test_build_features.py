@@ -69,3 +69,46 @@ def test_a_rerun_with_nothing_to_do_starts_no_flow_run(prefect_server, shared_di
     changed = _build(media, env)
     assert (changed["loaded"], changed["skipped"], changed["flow_run"]) == (1, 4, True)
     assert [r["loaded"] for r in _runs(env)] == [5, 0, 5, 1]
+
+
+ROWS = """select regexp_extract(v.path, '[^/]+$') f, f.frame, f.face_id, f.success, f.x_0, f.y_30, f.pose_Ry,
+  f.bs_jaw_open, v.n_frames, v.n_face_frames, v.width, v.height, v.partial from frames f join videos v using (video_id)
+  order by all"""
+
+
+def test_the_first_videos_head_start_loads_what_the_flow_alone_loads(af_home, prefect_api, feat_data, tmp_path,
+                                                                       monkeypatch):
+    """The CLI starts extracting the first new video while Prefect loads; the flow's task for it
+    takes those rows. The warehouse is the one a flow run without a head start builds."""
+    from affectflow.cli import main
+    from flows.build_features import build_features
+    from tasks import extract_ahead
+    from warehouse import Warehouse
+    from warehouse.query import run_query
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("single_face.mp4", "face_noface.mov"):
+        shutil.copyfile(feat_data / name, media / name)
+    claimed = []
+    claim = extract_ahead.claim
+
+    def spy(key, source_id):
+        found = claim(key, source_id)
+        claimed.append((Path(key.path).name, found is not None))
+        return found
+
+    monkeypatch.setattr(extract_ahead, "claim", spy)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api["PREFECT_API_URL"])
+    assert main(["build-features", str(media), "--extractor", "mediapipe", "--max-frames", "40"]) == 0
+    assert sorted(claimed) == [("face_noface.mov", True), ("single_face.mp4", False)][:len(claimed)]
+    assert ("face_noface.mov", True) in claimed  # the first file found; the other video has none to claim
+    assert not extract_ahead.pending()
+    with_head_start = run_query(Warehouse(af_home), ROWS).to_pylist()
+    assert len(with_head_start) == 80 and any(r["success"] for r in with_head_start)
+
+    alone = tmp_path / "alone"
+    monkeypatch.setenv("AFFECTFLOW_HOME", str(alone))
+    build_features(source=str(media), extractor="mediapipe", max_frames=40)
+    assert not extract_ahead.pending() and claimed.count(("face_noface.mov", True)) == 1  # the flow alone starts none
+    assert run_query(Warehouse(alone), ROWS).to_pylist() == with_head_start

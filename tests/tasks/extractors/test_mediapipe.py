@@ -195,3 +195,38 @@ def test_map_mirrors_onto_itself_on_the_canonical_face(mediapipe_models_dir):
         assert sorted(mirror_of[list(mesh)]) == sorted(DLIB68_FROM_MESH[DLIB68_MIRROR[i]]), i
     for i in [*range(8), *range(17, 22), *range(36, 42)]:
         assert canon[list(DLIB68_FROM_MESH[i]), 0].mean() < 0, i
+
+
+def test_direct_c_calls_give_the_dispatchers_rows(mediapipe_models_dir, feat_data, monkeypatch):
+    """The detector's C functions called in the extracting thread give the rows MediaPipe's
+    dispatcher thread gives (VIDEO mode, tracking across frames), value for value."""
+    import tasks.extractors.mediapipe as module
+
+    tables = {}
+    for how in ("direct", "dispatcher"):
+        if how == "dispatcher":
+            monkeypatch.setattr(module, "_direct", lambda dispatcher: None)
+        extractor = MediaPipeExtractor(models_dir=mediapipe_models_dir, offline=True)
+        tables[how] = run(extractor, feat_data / "face_noface.mov")[1]
+    assert tables["direct"]["success"].eq(1).any() and tables["direct"]["success"].eq(0).any()
+    pd.testing.assert_frame_equal(tables["direct"], tables["dispatcher"], check_exact=True)
+
+
+def test_a_refused_direct_call_raises_mediapipes_error(mediapipe_models_dir):
+    """A C call's failure status becomes the exception MediaPipe's own wrapper raises, with
+    its message (here: a VIDEO-mode timestamp that does not increase)."""
+    import mediapipe as mp
+
+    from tasks.extractors.mediapipe import _direct
+
+    extractor = MediaPipeExtractor(models_dir=mediapipe_models_dir, offline=True)
+    landmarker = extractor._landmarker("VIDEO")
+    try:
+        assert _direct(landmarker._lib) is not None  # the pinned MediaPipe: calls go direct
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.zeros((64, 64, 3), np.uint8))
+        reader = _c_result_reader()
+        assert reader.faces(landmarker, image, 5) == []
+        with pytest.raises(ValueError, match="monotonically increasing"):
+            reader.faces(landmarker, image, 5)
+    finally:
+        landmarker.close()
